@@ -1,0 +1,45 @@
+"""Checkpointing that survives a kill: the best model by the monitored loss, and ``last.ckpt`` every epoch,
+each written to a temporary file and renamed into place, so a crash mid-save never leaves only a torn file."""
+
+from __future__ import annotations
+
+import os
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that picks its monitor from the data and refreshes ``last.ckpt`` every epoch.
+
+    ``monitor="auto"`` watches ``val_loss`` when the data module holds out validation data and
+    ``train_loss`` when it does not (``val_size: 0``, the tutorial's split). Lightning's own
+    ``save_last`` only rewrites ``last.ckpt`` in epochs where the best checkpoint improved; resuming
+    after a crash should lose at most one epoch, so this callback rewrites it at the end of every epoch.
+    """
+
+    def __init__(self, monitor: str | None = "auto", **kwargs) -> None:
+        kwargs.setdefault("save_last", True)
+        super().__init__(monitor=monitor, **kwargs)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.monitor == "auto":
+            has_validation = getattr(trainer.datamodule, "has_validation", True)
+            self.monitor = "val_loss" if has_validation else "train_loss"
+        super().setup(trainer, pl_module, stage)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # Nothing saved at this step means the monitored value did not improve; keep last.ckpt fresh.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        directory, name = os.path.split(filepath)
+        partial = os.path.join(directory, f".{name}.partial")
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            with open(partial, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(partial, filepath)  # atomic on POSIX: readers see the old or the new file
+        self._last_checkpoint_saved = filepath

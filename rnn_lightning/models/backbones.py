@@ -1,0 +1,70 @@
+"""Recurrent backbones chosen by name: each maps a batch ``(B, T, F)`` to per-step outputs ``(B, T, H*dirs)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from rnn_lightning.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A torch recurrent layer class and whether the name implies both directions."""
+
+    layer: type[nn.RNNBase]
+    bidirectional: bool = False
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "rnn": BackboneSpec(nn.RNN),
+    "lstm": BackboneSpec(nn.LSTM),
+    "gru": BackboneSpec(nn.GRU),
+    "bilstm": BackboneSpec(nn.LSTM, bidirectional=True),
+}
+
+
+class RecurrentBackbone(nn.Module):
+    """A stack of ``num_layers`` recurrent layers, batch first, starting from zero states.
+
+    Args:
+        name: One of :data:`BACKBONES`.
+        input_size: Features per time step.
+        hidden_size: Hidden units per layer and direction.
+        num_layers: Stacked recurrent layers.
+        dropout: Dropout between stacked layers (torch applies none after the last one).
+        bidirectional: Read the sequence both ways; implied by ``bilstm``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+    ) -> None:
+        super().__init__()
+        spec = BACKBONES.get(name)
+        if spec is None:
+            raise UserInputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+        self.bidirectional = bidirectional or spec.bidirectional
+        self.rnn = spec.layer(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=self.bidirectional,
+            batch_first=True,
+        )
+
+    @property
+    def output_size(self) -> int:
+        return self.rnn.hidden_size * (2 if self.bidirectional else 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Without an initial state torch starts from zeros, as the tutorial does explicitly.
+        out, _ = self.rnn(x)  # (B, T, H*dirs)
+        return out
