@@ -1,0 +1,143 @@
+"""KospiDataModule: windows, chronological split, the tutorial's numbers, and the scaler in checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import KOSPI_CSV, write_price_csv
+from rnn_lightning import KospiDataModule, RecurrentModel
+from rnn_lightning.data.kospi import make_windows
+
+needs_kospi = pytest.mark.skipif(not KOSPI_CSV.is_file(), reason="../shared/data/kospi/kospi_2019.csv is absent")
+
+
+def loop_windows(x: np.ndarray, y: np.ndarray, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tutorial's seq_data: a plain Python loop over rows."""
+    xs, ys = [], []
+    for i in range(len(x) - sequence_length):
+        xs.append(x[i : i + sequence_length])
+        ys.append(y[i + sequence_length])
+    return np.array(xs), np.array(ys)
+
+
+@pytest.mark.parametrize("sequence_length", [1, 3, 5])
+def test_windows_equal_a_plain_loop(sequence_length: int) -> None:
+    values = np.random.default_rng(0).normal(size=(30, 4))
+    expected, _ = loop_windows(values, values[:, 0], sequence_length)
+    got = make_windows(torch.from_numpy(values), sequence_length).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_datamodule_windows_targets_and_split(kospi_csv: Path) -> None:
+    dm = KospiDataModule(str(kospi_csv), split=50, val_size=10, scaler_fit="all")
+    dm.setup("fit")
+    frame = pd.read_csv(kospi_csv)
+    columns = ["Open", "High", "Low", "Volume"]
+    lo, hi = frame[columns].min().to_numpy(), frame[columns].max().to_numpy()
+    scaled = (frame[columns].to_numpy() - lo) / (hi - lo)
+    close = frame["Close"].to_numpy()
+    scaled_close = (close - close.min()) / (close.max() - close.min())
+    x_loop, y_loop = loop_windows(scaled, scaled_close, 5)
+
+    x, y, ref, actual = dm._all_windows()
+    assert x.shape == (75, 5, 4) and x.dtype == torch.float32 and y.shape == (75, 1)
+    np.testing.assert_allclose(x.numpy(), x_loop, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(y[:, 0].numpy(), y_loop, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(actual.numpy(), close[5:])
+    np.testing.assert_array_equal(ref.numpy(), close[4:-1])
+    sizes = {name: len(dm.split_tensors(name)[0]) for name in ("train", "val", "test")}
+    assert sizes == {"train": 40, "val": 10, "test": 25}
+    # Chronological: validation follows training, test follows validation.
+    assert torch.equal(dm.split_tensors("val")[0][0], x[40]) and torch.equal(dm.split_tensors("test")[0][0], x[50])
+
+
+def test_scaler_sees_only_training_rows(tmp_path: Path) -> None:
+    """Changing every row after the training part leaves the fitted scaling unchanged."""
+    csv = write_price_csv(tmp_path / "a.csv")
+    dm = KospiDataModule(str(csv), split=50, val_size=10)
+    dm.setup("fit")
+    frame = pd.read_csv(csv)
+    train_rows = dm.num_train + dm.sequence_length  # 40 windows use rows 0..44
+    assert dm.scaling.feature_min == frame[dm.features][:train_rows].min().tolist()
+    assert dm.scaling.feature_max == frame[dm.features][:train_rows].max().tolist()
+    assert dm.scaling.target_offset == frame["Close"][:train_rows].min()
+
+    changed = frame.copy()
+    changed.loc[train_rows:, ["Open", "High", "Low", "Close", "Adj Close"]] *= 3.0
+    changed.loc[train_rows:, "Volume"] *= 5
+    changed.to_csv(tmp_path / "b.csv", index=False)
+    other = KospiDataModule(str(tmp_path / "b.csv"), split=50, val_size=10)
+    other.setup("fit")
+    assert other.scaling == dm.scaling
+    # The tutorial's scaler_fit=all does see them.
+    leaky = KospiDataModule(str(tmp_path / "b.csv"), split=50, val_size=10, scaler_fit="all")
+    leaky.setup("fit")
+    assert leaky.scaling != dm.scaling
+
+
+def test_checkpoint_carries_the_scaler(tmp_path: Path) -> None:
+    """test() from a checkpoint scales with the training run's scaler, even if the CSV's rows changed."""
+    csv = write_price_csv(tmp_path / "prices.csv")
+    dm = KospiDataModule(str(csv), split=50, val_size=10)
+    model = RecurrentModel(backbone="gru")
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, enable_progress_bar=False, logger=False,
+                         enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    ckpt = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    frame = pd.read_csv(csv)
+    frame[["Open", "High", "Low", "Close", "Adj Close"]] *= 1.5
+    frame.to_csv(tmp_path / "shifted.csv", index=False)
+    fresh = KospiDataModule(str(tmp_path / "shifted.csv"), split=50, val_size=10)
+    restored = RecurrentModel.load_from_checkpoint(ckpt)
+    assert torch.equal(restored.fc.weight, model.fc.weight)
+    tester = pl.Trainer(default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
+    tester.test(restored, datamodule=fresh, ckpt_path=ckpt, verbose=False)
+    assert fresh.scaling == dm.scaling
+
+
+@needs_kospi
+def test_tutorial_counts_and_scaled_values() -> None:
+    """431 rows -> 426 windows, 200 train / 226 test; MinMax over all rows reproduces the tutorial's df.head()."""
+    dm = KospiDataModule(str(KOSPI_CSV), split=200, val_size=0, scaler_fit="all")
+    dm.setup("fit")
+    assert (len(dm.close), dm.num_windows, dm.num_train, dm.num_windows - dm.num_train) == (431, 426, 200, 226)
+    open_scaled = dm.scaling.scale_features(dm.raw_features[:2])[:, 0]
+    np.testing.assert_allclose(open_scaled, [0.722898, 0.763058], atol=5e-7)
+    close_scaled = dm.scaling.scale_target(dm.close[:5])
+    np.testing.assert_allclose(close_scaled, [0.759235, 0.757866, 0.756456, 0.756415, 0.729669], atol=5e-7)
+    _, y, _, _ = dm._all_windows()
+    assert y[0, 0].item() == pytest.approx(dm.scaling.scale_target(dm.close[5]), abs=1e-6)
+
+
+@needs_kospi
+def test_trains_on_the_tutorial_csv(tmp_path: Path) -> None:
+    """A short GRU fit on the real CSV: the training loss falls and the price metrics are finite."""
+    pl.seed_everything(0)
+    dm = KospiDataModule(str(KOSPI_CSV), split=200, val_size=20)
+    model = RecurrentModel(backbone="gru", hidden_size=8, num_layers=2)
+    trainer = pl.Trainer(max_epochs=30, default_root_dir=tmp_path, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, logger=False)
+    losses: list[float] = []
+
+    class Record(pl.Callback):
+        # train_loss is logged by the module's on_train_epoch_end, which runs after callbacks' hook.
+        def on_train_epoch_start(self, trainer, pl_module):
+            if "train_loss" in trainer.callback_metrics:
+                losses.append(float(trainer.callback_metrics["train_loss"]))
+
+        def on_train_end(self, trainer, pl_module):
+            losses.append(float(trainer.callback_metrics["train_loss"]))
+
+    trainer.callbacks.append(Record())
+    trainer.fit(model, datamodule=dm)
+    assert losses[-1] < losses[0] / 3
+    result = trainer.test(model, datamodule=dm, verbose=False)[0]
+    assert np.isfinite(result["test_rmse"]) and result["test_naive_rmse"] == pytest.approx(34.0, abs=0.1)

@@ -1,0 +1,77 @@
+"""Every backbone x readout x head: shapes, a finite loss, and one optimisation step that lowers it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnn_lightning import BACKBONES, RecurrentModel, UserInputError
+
+TASKS = {"regression": 1, "classification": 10}
+
+
+def batch_for(task: str, n: int = 16, steps: int = 5, features: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(n, steps, features, generator=generator)
+    if task == "regression":
+        return x, x[:, -1, :1] * 0.5 + 0.1  # (B, 1): a target the model can fit
+    return x, (x[:, -1, 0] * 10).long().clamp(max=9)  # (B,)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("readout", ["flatten", "last"])
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_forward_loss_and_one_step(backbone: str, readout: str, task: str) -> None:
+    torch.manual_seed(0)
+    model = RecurrentModel(backbone=backbone, hidden_size=6, num_layers=2, readout=readout, task=task,
+                           input_size=4, sequence_length=5, num_outputs=TASKS[task], lr=1e-3)
+    x, y = batch_for(task)
+    out = model(x)
+    assert out.shape == (16, TASKS[task]) and out.dtype == torch.float32
+    hidden = model.backbone(x)
+    directions = 2 if backbone == "bilstm" else 1
+    assert hidden.shape == (16, 5, 6 * directions)
+
+    optimizer = model.configure_optimizers()
+    loss = model.head.criterion(out, y)
+    assert torch.isfinite(loss)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert model.head.criterion(model(x), y) < loss
+
+
+def test_bidirectional_flag_doubles_width() -> None:
+    model = RecurrentModel(backbone="gru", bidirectional=True, hidden_size=5, input_size=3, sequence_length=4)
+    assert model.fc.in_features == 5 * 2 * 4
+
+
+def test_tutorial_readout_sizes() -> None:
+    """The tutorial's heads: Linear(5*8, 1) + Sigmoid for KOSPI, Linear(28*12*2, 10) for MNIST."""
+    rnn = RecurrentModel(backbone="rnn", output_activation="sigmoid")
+    assert (rnn.fc.in_features, rnn.fc.out_features) == (40, 1)
+    assert isinstance(rnn.activation, torch.nn.Sigmoid)
+    assert 0 < rnn(torch.randn(3, 5, 4)).min() and rnn(torch.randn(3, 5, 4)).max() < 1
+    bilstm = RecurrentModel(backbone="bilstm", hidden_size=12, task="classification", input_size=28,
+                            sequence_length=28, num_outputs=10)
+    assert (bilstm.fc.in_features, bilstm.fc.out_features) == (28 * 12 * 2, 10)
+
+
+def test_zero_init_head_outputs_zero() -> None:
+    model = RecurrentModel(zero_init_head=True)
+    assert torch.count_nonzero(model(torch.randn(4, 5, 4))) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backbone": "transformer"}, "unknown backbone 'transformer'; choose one of rnn, lstm, gru, bilstm"),
+        ({"hidden_size": 0}, "hidden_size must be a positive integer"),
+        ({"num_layers": -1}, "num_layers must be a positive integer"),
+        ({"dropout": 1.0}, "dropout must lie in [0, 1)"),
+        ({"readout": "mean"}, "unknown readout 'mean'"),
+    ],
+)
+def test_bad_arguments_name_the_problem(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserInputError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        RecurrentModel(**kwargs)
