@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.cli import LightningCLI
 
+from rnn_lightning.callbacks import PredictionPlots, PredictionWriter
 from rnn_lightning.checkpointing import RunCheckpoint
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.errors import UserInputError
@@ -30,6 +31,9 @@ class RnnLightningCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "best-{epoch:03d}"})
+        # Plots (fit/test/predict) and predictions.csv (predict); --plots.enabled false etc. turn them off.
+        parser.add_lightning_class_args(PredictionPlots, "plots")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_argument(
             "--num_threads",
             type=int | None,
