@@ -33,6 +33,13 @@ def _mean() -> MeanMetric:
     return MeanMetric(nan_strategy="disable")
 
 
+def _per_sample(loss: Tensor, batch_size: int) -> Tensor:
+    """A batch's mean loss repeated once per sample, so epoch means weight every sample equally, whatever
+    the batch sizes (e.g. a DDP rank's shorter last batch). MeanMetric ignores ``weight=`` when
+    ``nan_strategy="disable"`` (torchmetrics 1.9), which made the epoch loss a mean over batches."""
+    return loss.detach().expand(batch_size)  # (B,)
+
+
 class RegressionHead(nn.Module):
     """MSE on scaled targets; prices (via the data module's ``to_price``) for RMSE, MAE, MAPE and the
     naive persistence baseline, so every test run shows whether the model beats doing nothing."""
@@ -51,7 +58,7 @@ class RegressionHead(nn.Module):
         return F.mse_loss(out, target)
 
     def update(self, stage: str, module: RecurrentModel, out: Tensor, loss: Tensor, batch: tuple) -> None:
-        self.loss[f"{stage}_loss"].update(loss.detach(), weight=len(out))
+        self.loss[f"{stage}_loss"].update(_per_sample(loss, len(out)))
         if stage == "train":
             return
         to_price = module.to_price
@@ -105,7 +112,7 @@ class ClassificationHead(nn.Module):
 
     def update(self, stage: str, module: RecurrentModel, out: Tensor, loss: Tensor, batch: tuple) -> None:
         target = batch[1]
-        self.loss[f"{stage}_loss"].update(loss.detach(), weight=len(out))
+        self.loss[f"{stage}_loss"].update(_per_sample(loss, len(out)))
         predicted = out.detach().argmax(dim=1)
         self.acc[f"{stage}_acc"].update(predicted, target)
         if stage == "test":
@@ -230,11 +237,11 @@ class RecurrentModel(pl.LightningModule):
         return self.head.predict(self, self(batch[0]), batch)
 
     def _log_epoch(self, stage: str) -> None:
-        # compute() syncs across DDP ranks, so every rank logs the same value; no sync_dist needed.
+        # Logging the Metric object: Lightning calls compute(), which sums the states across DDP ranks, so
+        # every rank logs the same exact value (no sync_dist, and no warning asking for it), then resets it.
         for name, metric in self.head.epoch_metrics(stage).items():
             if metric.update_count:
-                self.log(name, metric.compute())
-            metric.reset()
+                self.log(name, metric)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -256,4 +263,9 @@ class RecurrentModel(pl.LightningModule):
         differ = [k for k in keys if k in saved and saved[k] != self.hparams[k]]
         if differ:
             pairs = ", ".join(f"{k}: checkpoint {saved[k]!r} vs config {self.hparams[k]!r}" for k in differ)
-            raise UserInputError(f"the checkpoint does not fit this model ({pairs})")
+            trainer = self._trainer
+            source = f"checkpoint {trainer.ckpt_path}" if trainer is not None else "the checkpoint"
+            raise UserInputError(
+                f"{source} does not fit this model ({pairs}); pass the settings it was trained with, "
+                "e.g. the config.yaml saved in its run folder"
+            )
