@@ -1,4 +1,5 @@
-"""Recurrent backbones chosen by name: each maps a batch ``(B, T, F)`` to per-step outputs ``(B, T, H*dirs)``."""
+"""Recurrent backbones chosen by name: each maps a batch ``(B, T, F)`` to per-step outputs
+``(B, T, H*dirs)``."""
 
 from __future__ import annotations
 
@@ -64,7 +65,16 @@ class RecurrentBackbone(nn.Module):
     def output_size(self) -> int:
         return self.rnn.hidden_size * (2 if self.bidirectional else 1)
 
+    def weights_compact(self) -> bool:
+        """Whether the recurrent weights share one buffer, as cuDNN wants them (never on the CPU)."""
+        return len({w.untyped_storage().data_ptr() for w in self.rnn.parameters()}) == 1
+
     def forward(self, x: Tensor) -> Tensor:
+        if x.is_cuda and not self.weights_compact():
+            # Moving to the GPU compacts the weights and DDP's broadcast copies into them in place, but
+            # anything that rebinds a weight (load_state_dict(assign=True), a wrapper) scatters them: cuDNN
+            # would then copy them on every call and warn. Compact them once, here.
+            self.rnn.flatten_parameters()
         # Without an initial state torch starts from zeros, as the tutorial does explicitly.
         out, _ = self.rnn(x)  # (B, T, H*dirs)
         return out

@@ -192,7 +192,9 @@ class RecurrentModel(pl.LightningModule):
             if value not in choices:
                 raise UserInputError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         self.save_hyperparameters()
-        self.backbone = RecurrentBackbone(backbone, input_size, hidden_size, num_layers, dropout, bidirectional)
+        self.backbone = RecurrentBackbone(
+            backbone, input_size, hidden_size, num_layers, dropout, bidirectional
+        )
         width = self.backbone.output_size * (sequence_length if readout == "flatten" else 1)
         self.fc = nn.Linear(width, num_outputs)
         if zero_init_head:
