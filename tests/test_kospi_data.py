@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import KOSPI_CSV, write_price_csv
+
 from rnn_lightning import KospiDataModule, RecurrentModel
 from rnn_lightning.data.kospi import make_windows
 
