@@ -6,12 +6,15 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import torch
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rnn_lightning.callbacks import PredictionPlots, PredictionWriter
 from rnn_lightning.checkpointing import RunCheckpoint
@@ -21,6 +24,71 @@ from rnn_lightning.models.module import RecurrentModel
 
 DEBUG_ENV = "RNN_LIGHTNING_DEBUG"
 LINKED_SIZES = ("task", "input_size", "sequence_length", "num_outputs")
+TYPE_ERROR = re.compile(r"Expected a (?:<class '([\w.]+)'>|typing\.Literal\[(.*)\])\. Got value: (.*)")
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse's multi-line type error as one line, e.g. ``data.batch_size: expected int, got 2.5``."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    expected = re.search(TYPE_ERROR, message)
+    if keys and expected:
+        wanted = expected[1] or f"one of {expected[2]}"
+        return f"{'.'.join(keys)}: expected {wanted}, got {expected[3].strip()}"
+    return " ".join(message.split())
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    """Argument errors as one line instead of argparse's usage block (about 90 lines here).
+
+    ``RNN_LIGHTNING_DEBUG=1`` restores jsonargparse's own output.
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get(DEBUG_ENV):
+            super().error(message, ex)
+        prog = self.prog.replace(" [options]", "")
+        print(f"rnn-lightning: error: {_one_line(message)} (see {prog} --help)", file=sys.stderr)
+        self.exit(2)
+
+
+def _user_input_error(err: BaseException | None) -> UserInputError | None:
+    """The :class:`UserInputError` behind ``err``: jsonargparse wraps those raised while instantiating."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserInputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _resume_in_run_folder(config: Namespace) -> None:
+    """Log a resumed fit into the run folder its checkpoint came from, not a new ``version_N+1``.
+
+    Applies to ``fit --ckpt_path ROOT/lightning_logs/version_N/checkpoints/*.ckpt`` with the default
+    logger and ``ROOT`` the run's ``default_root_dir`` (the working directory when unset): the resumed
+    epochs' TensorBoard scalars, checkpoints and ``config.yaml`` then join version_N. A configured
+    logger or another root keeps Lightning's behaviour, a new version folder.
+    """
+    ckpt_path = config.get("ckpt_path")
+    if not ckpt_path or not Path(ckpt_path).is_file() or config.get("trainer.logger") not in (None, True):
+        return
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    # Spelled as Lightning's default logger spells it, so the checkpoint callback sees the same folder
+    # and restores its state (best model, last.ckpt) instead of starting a last-v1.ckpt.
+    root = config.get("trainer.default_root_dir") or os.getcwd()
+    if (
+        Path(ckpt_path).resolve().parent.name != "checkpoints"
+        or run_dir.parent != Path(root).resolve() / "lightning_logs"
+        or not re.fullmatch(r"version_\d+", run_dir.name)
+    ):
+        return
+    config["trainer.logger"] = Namespace(
+        class_path="lightning.pytorch.loggers.TensorBoardLogger",
+        init_args=Namespace(save_dir=str(root), name="lightning_logs", version=int(run_dir.name[8:])),
+    )
+    # Expected here, so not worth Lightning's warning.
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
 
 class RnnLightningCLI(LightningCLI):
@@ -45,24 +113,43 @@ class RnnLightningCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("num_threads"):
             torch.set_num_threads(config["num_threads"])
+        if self.subcommand == "fit":
+            _resume_in_run_folder(config)
 
-    def _check_ckpt_path(self) -> None:
-        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
-        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` before any data is read, and keep the config the source of the model's sizes.
+
+        Lightning's version of this hook silently replaces the config's model arguments with the
+        checkpoint's hyperparameters; here a checkpoint of other sizes or another task is an error
+        instead (:meth:`RecurrentModel.on_load_checkpoint` names the differences).
+        """
+        if self.config.get("subcommand"):
+            self._check_ckpt_path(self.config[self.config.subcommand].get("ckpt_path"))
+
+    def _check_ckpt_path(self, ckpt_path: str | None) -> None:
+        special = ("last", "best", "hpc", "registry")  # resolved by Lightning itself
+        if not ckpt_path or ckpt_path in special or ckpt_path == self._ckpt_checked:
             return
         path = Path(ckpt_path)
         if not path.is_file():
             raise UserInputError(f"checkpoint {path}: no such file")
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: a checkpoint is data; never run code pickled into a file we were handed.
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for torn or foreign files
-            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-            raise UserInputError(f"checkpoint {path}: corrupt or not a checkpoint ({reason})") from None
+            raise UserInputError(
+                f"checkpoint {path}: cannot be read ({type(err).__name__}); the file is truncated, "
+                "corrupt or not a PyTorch checkpoint"
+            ) from None
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise UserInputError(f"checkpoint {path}: not a Lightning checkpoint (no state_dict)")
+        self._ckpt_checked = ckpt_path
+
+    _ckpt_checked: str | None = None
 
     def before_fit(self) -> None:
-        self._check_ckpt_path()
+        # Lightning versions without ``_parse_ckpt_path`` check here, once the classes exist.
+        self._check_ckpt_path(self.config_init[self.subcommand].get("ckpt_path"))
 
     before_validate = before_test = before_predict = before_fit
 
@@ -71,16 +158,20 @@ def main(args: list[str] | None = None) -> None:
     """Run ``rnn-lightning``; bad input ends in a one-line error and exit status 2, not a traceback."""
     # Our batches are plain tensors in memory: no DataLoader workers to suggest.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # val_size: 0 means no validation batches, on purpose.
+    warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
     try:
         RnnLightningCLI(
             RecurrentModel,
             InMemoryDataModule,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
+            parser_class=OneLineErrorParser,
             args=args,
         )
-    except UserInputError as err:
-        if os.environ.get(DEBUG_ENV):
+    except Exception as err:
+        user_error = _user_input_error(err)
+        if user_error is None or os.environ.get(DEBUG_ENV):
             raise
-        print(f"rnn-lightning: error: {err}", file=sys.stderr)
+        print(f"rnn-lightning: error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
