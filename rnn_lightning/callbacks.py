@@ -24,6 +24,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
+from rnn_lightning.errors import UserInputError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -226,11 +228,13 @@ class PredictionPlots(Callback):
 
     Args:
         enabled: Draw anything at all (``--plots.enabled false`` turns the plots off).
-        max_images: Misclassified images in the classification grid.
+        max_images: Misclassified images in the classification grid (0: no grid).
     """
 
     def __init__(self, enabled: bool = True, max_images: int = 25) -> None:
         super().__init__()
+        if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 0:
+            raise UserInputError(f"plots.max_images must be an int >= 0, got {max_images!r}")
         self.enabled = enabled
         self.max_images = max_images
         self.saved: list[Path] = []

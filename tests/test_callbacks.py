@@ -131,3 +131,11 @@ def test_confusion_matrix_matches_torchmetrics() -> None:
     predicted = torch.where(torch.rand(500, generator=generator) < 0.7, labels, torch.randint(0, 10, (500,)))
     expected = multiclass_confusion_matrix(predicted, labels, 10)
     assert torch.equal(confusion_matrix(labels, predicted, 10), expected)
+
+
+def test_negative_max_images_is_a_one_line_error(kospi_csv: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", kospi_csv,
+                "--trainer.default_root_dir", tmp_path, "--plots.max_images", "-1")
+    assert exit_info.value.code == 2
+    assert "plots.max_images must be an int >= 0, got -1" in capsys.readouterr().err
