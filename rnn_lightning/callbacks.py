@@ -46,7 +46,13 @@ def _run_dir(trainer: pl.Trainer) -> Path | None:
 
 @torch.no_grad()
 def _forward(pl_module: pl.LightningModule, x: Tensor, transform: Callable | None = None) -> Tensor:
-    """Model outputs for all of ``x`` in chunks, in eval mode, on the CPU; restores the training mode."""
+    """Model outputs for all of ``x`` in chunks, in eval mode, on the CPU; restores the training mode.
+
+    Runs under the Trainer's precision (autocast for ``bf16-mixed``, converted inputs for ``*-true``),
+    so the plotted predictions are those the test step scored.
+    """
+    trainer = pl_module._trainer
+    precision = trainer.precision_plugin if trainer is not None else None
     was_training = pl_module.training
     pl_module.eval()
     try:
@@ -55,7 +61,12 @@ def _forward(pl_module: pl.LightningModule, x: Tensor, transform: Callable | Non
             chunk = x[start : start + FORWARD_CHUNK]
             if transform is not None:
                 chunk = transform((chunk,))[0]
-            outs.append(pl_module(chunk.to(pl_module.device)).float().cpu())
+            chunk = chunk.to(pl_module.device)
+            if precision is None:
+                outs.append(pl_module(chunk).float().cpu())
+                continue
+            with precision.forward_context():
+                outs.append(pl_module(precision.convert_input(chunk)).float().cpu())
         return torch.cat(outs)
     finally:
         pl_module.train(was_training)
