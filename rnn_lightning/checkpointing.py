@@ -42,4 +42,7 @@ class RunCheckpoint(ModelCheckpoint):
             with open(partial, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(partial, filepath)  # atomic on POSIX: readers see the old or the new file
+            # Flush the logs with every checkpoint, so a killed run's curves reach as far as its last.ckpt.
+            for logger in trainer.loggers:
+                logger.save()
         self._last_checkpoint_saved = filepath
