@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import CONFIGS, run_cli, write_price_csv
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 KOSPI_CONFIGS = sorted(CONFIGS.glob("kospi_*.yaml"))
 
