@@ -141,3 +141,16 @@ def test_trains_on_the_tutorial_csv(tmp_path: Path) -> None:
     assert losses[-1] < losses[0] / 3
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert np.isfinite(result["test_rmse"]) and result["test_naive_rmse"] == pytest.approx(34.0, abs=0.1)
+
+
+def test_split_too_small_for_the_devices(kospi_csv: Path) -> None:
+    """A validation split smaller than the number of DDP ranks is a one-line error, not a traceback."""
+    from types import SimpleNamespace
+
+    from rnn_lightning import UserInputError
+
+    dm = KospiDataModule(str(kospi_csv), split=50, val_size=1)
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=2, current_epoch=0)
+    with pytest.raises(UserInputError, match="a split of 1 samples cannot give each of 2 devices one"):
+        dm.val_dataloader()
