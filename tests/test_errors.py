@@ -314,7 +314,8 @@ def _console(args: list[object], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "case",
-    ["renamed-column", "png-checkpoint", pytest.param("dropout", marks=pytest.mark.slow),
+    ["renamed-column", pytest.param("png-checkpoint", marks=pytest.mark.slow),
+     pytest.param("dropout", marks=pytest.mark.slow),
      pytest.param("type-error", marks=pytest.mark.slow), pytest.param("empty-file", marks=pytest.mark.slow)],
 )
 def test_console_script_prints_one_line(case: str, tmp_path: Path) -> None:
