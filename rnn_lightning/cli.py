@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
-from jsonargparse import Namespace
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from rnn_lightning.callbacks import PredictionPlots, PredictionWriter
 from rnn_lightning.checkpointing import RunCheckpoint
@@ -62,33 +63,30 @@ def _user_input_error(err: BaseException | None) -> UserInputError | None:
     return None
 
 
-def _resume_in_run_folder(config: Namespace) -> None:
-    """Log a resumed fit into the run folder its checkpoint came from, not a new ``version_N+1``.
+def resume_logger(ckpt_path: str | None, logger: object, default_root_dir: str | None) -> TensorBoardLogger | None:
+    """The logger that puts a resumed fit into the run folder its checkpoint came from, or None.
 
     Applies to ``fit --ckpt_path ROOT/lightning_logs/version_N/checkpoints/*.ckpt`` with the default
     logger and ``ROOT`` the run's ``default_root_dir`` (the working directory when unset): the resumed
-    epochs' TensorBoard scalars, checkpoints and ``config.yaml`` then join version_N. A configured
-    logger or another root keeps Lightning's behaviour, a new version folder.
+    epochs' TensorBoard scalars and checkpoints then join version_N instead of a new ``version_N+1``.
+    A configured logger or another root keeps Lightning's behaviour, a new version folder.
     """
-    ckpt_path = config.get("ckpt_path")
-    if not ckpt_path or not Path(ckpt_path).is_file() or config.get("trainer.logger") not in (None, True):
-        return
-    run_dir = Path(ckpt_path).resolve().parent.parent
+    if not ckpt_path or not Path(ckpt_path).is_file() or logger not in (None, True):
+        return None
+    path = Path(ckpt_path).resolve()
+    run_dir = path.parent.parent
     # Spelled as Lightning's default logger spells it, so the checkpoint callback sees the same folder
     # and restores its state (best model, last.ckpt) instead of starting a last-v1.ckpt.
-    root = config.get("trainer.default_root_dir") or os.getcwd()
+    root = default_root_dir or os.getcwd()
     if (
-        Path(ckpt_path).resolve().parent.name != "checkpoints"
+        path.parent.name != "checkpoints"
         or run_dir.parent != Path(root).resolve() / "lightning_logs"
         or not re.fullmatch(r"version_\d+", run_dir.name)
     ):
-        return
-    config["trainer.logger"] = Namespace(
-        class_path="lightning.pytorch.loggers.TensorBoardLogger",
-        init_args=Namespace(save_dir=str(root), name="lightning_logs", version=int(run_dir.name[8:])),
-    )
+        return None
     # Expected here, so not worth Lightning's warning.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    return TensorBoardLogger(save_dir=root, name="lightning_logs", version=int(run_dir.name.removeprefix("version_")))
 
 
 class RnnLightningCLI(LightningCLI):
@@ -113,8 +111,15 @@ class RnnLightningCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("num_threads"):
             torch.set_num_threads(config["num_threads"])
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
         if self.subcommand == "fit":
-            _resume_in_run_folder(config)
+            config = self.config_init["fit"]
+            logger = resume_logger(config.get("ckpt_path"), config.get("trainer.logger"),
+                                   config.get("trainer.default_root_dir"))
+            if logger is not None:
+                kwargs["logger"] = logger  # for this process only; the saved config.yaml stays as given
+        return super().instantiate_trainer(**kwargs)
 
     def _parse_ckpt_path(self) -> None:
         """Check ``--ckpt_path`` before any data is read, and keep the config the source of the model's sizes.

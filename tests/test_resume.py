@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import CONFIGS, only_version_dir, run_cli, write_price_csv
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -42,8 +43,12 @@ def event_scalars(event_file: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def event_files(run_dir: Path) -> list[Path]:
-    # Named events.out.tfevents.<unix time>.<host>.<pid>.<n>: the time orders the processes.
-    return sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3]))
+    """The run's event files, one per process, in the order of the steps they logged (their names hold a
+    time in whole seconds, which ties when a quick fit and its resumption start within one second)."""
+    def first_step(path: Path) -> int:  # "epoch" is logged with every logged step
+        return min(step for step, _ in event_scalars(path)["epoch"])
+
+    return sorted(run_dir.glob("events.out.tfevents.*"), key=first_step)
 
 
 def bump_first_volume(csv: Path) -> None:
@@ -99,6 +104,8 @@ def test_resume_continues_epochs_steps_and_folder(tmp_path: Path) -> None:
     run_cli(*fit_args(csv, root, 4, 50, "--ckpt_path", run_dir / "checkpoints" / "last.ckpt"))
 
     assert only_version_dir(root) == run_dir  # no version_1: the resumed epochs joined their run
+    # ... by a logger made for this process only; the saved config stays what the user gave.
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"].get("logger") is None
     first_run, _ = event_files(run_dir)
     assert [s for s, _ in event_scalars(first_run)["train_loss"]] == epoch_end_steps([0, 1], batches=2)
     check_resumed_run(run_dir, after_two, max_epochs=4, batches=2)  # epochs 2, 3 at steps 5, 7
