@@ -154,3 +154,25 @@ def test_split_too_small_for_the_devices(kospi_csv: Path) -> None:
     dm.trainer = SimpleNamespace(global_rank=0, world_size=2, current_epoch=0)
     with pytest.raises(UserInputError, match="a split of 1 samples cannot give each of 2 devices one"):
         dm.val_dataloader()
+
+
+@pytest.mark.parametrize("include_initial", [True, False])
+def test_untrained_model_competes_for_best(tmp_path: Path, include_initial: bool) -> None:
+    """With include_initial, a model that starts as the naive forecast and then trains badly keeps its
+    untrained state (all-zero head, step 0) as the best checkpoint; without it, best is a trained epoch."""
+    from rnn_lightning.checkpointing import RunCheckpoint
+
+    csv = write_price_csv(tmp_path / "prices.csv")
+    dm = KospiDataModule(str(csv), split=50, val_size=10, features=["LogReturn"], target_transform="log_return")
+    # lr 5 wrecks the model in its first steps: validation can only get worse than the naive start.
+    model = RecurrentModel(backbone="gru", zero_init_head=True, lr=5.0, input_size=1)
+    checkpoint = RunCheckpoint(dirpath=tmp_path / "ckpt", filename="best-{epoch:03d}", include_initial=include_initial)
+    trainer = pl.Trainer(max_epochs=2, default_root_dir=tmp_path, enable_progress_bar=False, logger=False,
+                         enable_model_summary=False, callbacks=[checkpoint])
+    trainer.fit(model, datamodule=dm)
+    best = torch.load(checkpoint.best_model_path, weights_only=True)
+    head = best["state_dict"]["fc.weight"]
+    if include_initial:
+        assert best["global_step"] == 0 and torch.count_nonzero(head) == 0
+    else:
+        assert best["global_step"] > 0 and torch.count_nonzero(head) > 0
