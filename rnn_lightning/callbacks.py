@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from rnn_lightning.errors import UserInputError
 
@@ -168,12 +169,6 @@ def classification_outputs(
     return images, labels, predicted
 
 
-def confusion_matrix(labels: Tensor, predicted: Tensor, num_classes: int) -> Tensor:
-    """(num_classes, num_classes) counts: row = true class, column = predicted class."""
-    flat = labels.long() * num_classes + predicted.long()
-    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
 def classification_figures(
     pl_module: pl.LightningModule, datamodule: RowMNISTDataModule, stage: Stage, max_images: int
 ) -> dict[str, Figure]:
@@ -187,7 +182,7 @@ def classification_figures(
     if not len(labels):
         return {}
     num_classes = int(pl_module.hparams.num_outputs)
-    matrix = confusion_matrix(labels, predicted, num_classes).numpy()
+    matrix = multiclass_confusion_matrix(predicted, labels, num_classes).numpy()  # row: true, column: predicted
     correct = int(np.trace(matrix))
     dataset = getattr(datamodule, "dataset", "")
 

@@ -10,9 +10,7 @@ import pytest
 import torch
 from conftest import CONFIGS, make_digits, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from rnn_lightning.callbacks import confusion_matrix
 from rnn_lightning.data.kospi import KospiDataModule
 from rnn_lightning.models.module import RecurrentModel
 
@@ -123,14 +121,6 @@ def test_plots_and_writer_can_be_turned_off(kospi_csv: Path, tmp_path: Path) -> 
     for run_dir in run_dirs(root):
         assert not list(run_dir.glob("*.png")) and not list(run_dir.glob("*.csv"))
         assert tags(run_dir)["images"] == []
-
-
-def test_confusion_matrix_matches_torchmetrics() -> None:
-    generator = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 10, (500,), generator=generator)
-    predicted = torch.where(torch.rand(500, generator=generator) < 0.7, labels, torch.randint(0, 10, (500,)))
-    expected = multiclass_confusion_matrix(predicted, labels, 10)
-    assert torch.equal(confusion_matrix(labels, predicted, 10), expected)
 
 
 def test_negative_max_images_is_a_one_line_error(kospi_csv: Path, tmp_path: Path, capsys) -> None:
