@@ -255,7 +255,12 @@ class RecurrentModel(pl.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # The fused kernel updates each parameter in one call instead of a dozen small ops: about 0.2 ms
+        # less per step for the tiny KOSPI models on a CPU (benchmarks/bench_speed.py). Same Adam.
+        fused = self.device.type in ("cpu", "cuda")
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused or None
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another task or other sizes with a message naming the difference."""
