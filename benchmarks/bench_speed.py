@@ -14,6 +14,11 @@ Two workloads, each with the tutorial's own data, model and hyperparameters:
   behind ``DataLoader(batch_size=128, shuffle=True)``. The project: ``configs/mnist_bilstm.yaml``
   with ``--data.val_size 0``, so that it, too, trains on all 60,000 images.
 
+Threads: the project's configs set ``num_threads: 1``. By default the tutorial's loop gets the same
+single thread, so that the ratio measures the pipeline alone (``--tutorial-threads 0`` keeps torch's
+default instead, as the tutorial ran; on a 2-core CPU shared with other work two threads made the
+tutorial's Bi-LSTM epoch 5-30x slower, which says more about the machine than about the pipeline).
+
 Each measurement runs in its own child process (so that its peak resident memory, ``ru_maxrss``, is
 its own), and the two sides alternate ``--repeats`` times; the medians and their ratio are printed.
 Timed: reading the data and training, i.e. the tutorial's script from ``read_csv``/IDX decoding to its
@@ -341,8 +346,9 @@ def main(argv: list[str] | None = None) -> None:
         if not torch.cuda.is_available():
             raise SystemExit("bench_speed: --accelerator gpu, but torch sees no CUDA device")
 
+    threads = args.tutorial_threads or "torch's default"
     print(f"bench_speed: {cpu_name()}, {os.cpu_count()} CPUs, accelerator={args.accelerator}, "
-          f"{args.repeats} alternations (tutorial, project, ...)", flush=True)
+          f"{args.repeats} alternations, tutorial threads: {threads}", flush=True)
     workloads = [args.only] if args.only else ["kospi", "bilstm"]
     summary = []
     for workload in workloads:

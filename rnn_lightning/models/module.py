@@ -203,6 +203,14 @@ class RecurrentModel(pl.LightningModule):
         self.activation = OUTPUT_ACTIVATIONS[output_activation]()
         self.head = RegressionHead() if task == "regression" else ClassificationHead(num_outputs)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets this plain string twice around every hook call, ~50 times a training step;
+        # nn.Module.__setattr__'s parameter/module/buffer checks then cost ~3% of a KOSPI fit.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (B, T, F) -> (B, num_outputs): regression values or class logits."""
         out = self.backbone(x)  # (B, T, H*dirs)
