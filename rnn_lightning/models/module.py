@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredError, Metric
 from torchmetrics.aggregation import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy
 
 from rnn_lightning.data.base import check_positive
 from rnn_lightning.errors import UserInputError
@@ -97,7 +97,7 @@ class RegressionHead(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """Cross-entropy over ``num_classes`` logits, with accuracy and (for test) a confusion matrix."""
+    """Cross-entropy over ``num_classes`` logits, with accuracy."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -105,7 +105,6 @@ class ClassificationHead(nn.Module):
         self.acc = nn.ModuleDict(
             {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in STAGES}
         )
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
     def criterion(self, out: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(out, target)
@@ -115,8 +114,6 @@ class ClassificationHead(nn.Module):
         self.loss[f"{stage}_loss"].update(_per_sample(loss, len(out)))
         predicted = out.detach().argmax(dim=1)
         self.acc[f"{stage}_acc"].update(predicted, target)
-        if stage == "test":
-            self.test_confusion.update(predicted, target)
 
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
         return {f"{stage}_loss": self.loss[f"{stage}_loss"], f"{stage}_acc": self.acc[f"{stage}_acc"]}
