@@ -236,6 +236,7 @@ class KospiDataModule(InMemoryDataModule):
         self.target_transform = target_transform
         self.window_norm = window_norm
         self.scaling: KospiScaling | None = None
+        self._frame_loaded = False
         self._tensors: dict[str, tuple[Tensor, ...]] = {}
 
     # Sizes the CLI links into the model.
@@ -257,7 +258,7 @@ class KospiDataModule(InMemoryDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Read and validate the CSV, split the windows in time and fit the scaling on train rows."""
-        if self.scaling is not None and self._frame_loaded:
+        if self._frame_loaded:  # Lightning calls setup once per stage
             return
         csv_columns = sorted(
             {self.target, *(c for f in self.features for c in DERIVED_FEATURES.get(f, ((f,), None))[0])}
@@ -286,8 +287,6 @@ class KospiDataModule(InMemoryDataModule):
         if self.scaling is None:  # a checkpoint's scaling (load_state_dict) takes precedence
             self.scaling = self._fit_scaling()
         self._tensors.clear()
-
-    _frame_loaded = False
 
     def _feature(self, frame: pd.DataFrame, name: str) -> np.ndarray:
         if name in DERIVED_FEATURES:
