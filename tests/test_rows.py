@@ -123,9 +123,12 @@ def test_cli_fit_then_test_from_checkpoint(mnist_dir: Path, tmp_path: Path, back
     run_cli("test", *common, "--ckpt_path", run_dir / "checkpoints" / "last.ckpt")
 
 
-def test_cli_fast_dev_run(mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("progress_bar", ["true", "false"])
+def test_cli_fast_dev_run(mnist_dir: Path, tmp_path: Path, progress_bar: str) -> None:
+    """The config runs with and without a progress bar (a progress-bar callback in it would clash)."""
     run_cli("fit", "--config", MNIST_CONFIG, "--data.data_dir", mnist_dir, "--data.download", "false",
-            "--trainer.default_root_dir", tmp_path, "--trainer.fast_dev_run", "1", "--data.val_size", "20")
+            "--trainer.default_root_dir", tmp_path, "--trainer.fast_dev_run", "1", "--data.val_size", "20",
+            "--trainer.enable_progress_bar", progress_bar)
 
 
 @pytest.mark.slow
