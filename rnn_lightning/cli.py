@@ -168,6 +168,8 @@ def main(args: list[str] | None = None) -> None:
     """Run ``rnn-lightning``; bad input ends in a one-line error and exit status 2, not a traceback."""
     # Our batches are plain tensors in memory: no DataLoader workers to suggest.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Lightning's own use of a torch API that torch deprecated; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # val_size: 0 means no validation batches, on purpose.
     warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
     try:
