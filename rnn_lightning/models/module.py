@@ -11,6 +11,7 @@ epoch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -130,7 +131,12 @@ class ClassificationHead(nn.Module):
 
 READOUTS = ("flatten", "last")
 OUTPUT_ACTIVATIONS: dict[str, type[nn.Module]] = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-TASKS = ("regression", "classification")
+# task -> the head for ``num_outputs`` targets or classes.
+HEADS: dict[str, Callable[[int], nn.Module]] = {
+    "regression": lambda num_outputs: RegressionHead(),
+    "classification": ClassificationHead,
+}
+TASKS = tuple(HEADS)
 
 
 class RecurrentModel(pl.LightningModule):
@@ -203,7 +209,7 @@ class RecurrentModel(pl.LightningModule):
             nn.init.zeros_(self.fc.weight)
             nn.init.zeros_(self.fc.bias)
         self.activation = OUTPUT_ACTIVATIONS[output_activation]()
-        self.head = RegressionHead() if task == "regression" else ClassificationHead(num_outputs)
+        self.head = HEADS[task](num_outputs)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets this plain string twice around every hook call, ~50 times a training step;
