@@ -179,6 +179,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             parser_class=OneLineErrorParser,
+            parser_kwargs={"prog": "rnn-lightning"},  # also under python -m rnn_lightning
             args=args,
         )
     except Exception as err:
