@@ -25,6 +25,7 @@ from conftest import CONFIGS, run_cli, write_mnist_dir, write_price_csv
 from lightning.pytorch.callbacks import Callback
 
 from rnn_lightning.data.batches import InMemoryBatches
+from rnn_lightning.errors import UserInputError
 
 TESTS = Path(__file__).resolve().parent
 DDP_ARGS = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
@@ -136,7 +137,7 @@ def assert_disjoint_cover(records: list[dict], epochs: int) -> None:
 def test_shards_are_disjoint_and_cover_each_epoch(num_samples: int, world_size: int, batch_size: int) -> None:
     data = torch.arange(num_samples)
     if num_samples < world_size:
-        with pytest.raises(ValueError, match="cannot be shared"):
+        with pytest.raises(UserInputError, match=f"a split of {num_samples} samples cannot give each of {world_size}"):
             InMemoryBatches([data], batch_size, world_size=world_size)
         return
     epoch = {"n": 0}

@@ -79,11 +79,6 @@ class InMemoryDataModule(pl.LightningDataModule):
     ) -> InMemoryBatches:
         """Batches over ``tensors``; sharded across DDP ranks unless ``shard`` is false (predict)."""
         rank, world_size = self._distributed() if shard else (0, 1)
-        if len(tensors[0]) < world_size:
-            raise UserInputError(
-                f"a split of {len(tensors[0])} samples cannot give each of {world_size} devices one; "
-                "enlarge the split (split / val_size) or use fewer devices"
-            )
         seed = torch.initial_seed() % 2**31
         if shuffle and world_size > 1:
             # The ranks' permutations must agree or their shards overlap. ``seed_everything`` gives every

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from rnn_lightning.errors import UserInputError
+
 BatchTransform = Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]]
 
 
@@ -57,7 +59,11 @@ class InMemoryBatches:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         if n < world_size:
-            raise ValueError(f"{n} samples cannot be shared by {world_size} ranks")
+            # A user's choice (a small split, many devices), so a one-line UserInputError.
+            raise UserInputError(
+                f"a split of {n} samples cannot give each of {world_size} devices one; "
+                "enlarge the split (split / val_size) or use fewer devices"
+            )
         self.tensors = tuple(tensors)
         self.batch_size = batch_size
         self.shuffle = shuffle
