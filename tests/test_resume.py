@@ -20,9 +20,9 @@ import pytest
 import torch
 import yaml
 from conftest import CONFIGS, only_version_dir, run_cli, write_price_csv
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from rnn_lightning import checkpointing
 from rnn_lightning.data.kospi import KospiDataModule
 
 
@@ -127,21 +127,44 @@ def test_configured_logger_gets_a_new_folder(tmp_path: Path) -> None:
 
 def test_crash_while_saving_keeps_the_previous_last_ckpt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A save that dies half-written (disk full, kill) leaves the previous, loadable last.ckpt in place."""
-    original = TorchCheckpointIO.save_checkpoint
+    original = torch.save
 
-    def torn_save(self, checkpoint: dict, path, storage_options=None) -> None:
+    def torn_save(checkpoint: dict, handle, *args, **kwargs) -> None:
         if checkpoint["epoch"] >= 1:
-            Path(path).write_bytes(b"PK\x03\x04" + bytes(1000))  # the start of a zip, then nothing
+            handle.write(b"PK\x03\x04" + bytes(1000))  # the start of a zip, then nothing
             raise RuntimeError("simulated crash while writing a checkpoint")
-        original(self, checkpoint, path, storage_options)
+        original(checkpoint, handle, *args, **kwargs)
 
-    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", torn_save)
+    monkeypatch.setattr(checkpointing.torch, "save", torn_save)
     csv = write_price_csv(tmp_path / "prices.csv", rows=80)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cli(*fit_args(csv, tmp_path / "runs", 3, 50))
+    monkeypatch.setattr(checkpointing.torch, "save", original)
     checkpoints = only_version_dir(tmp_path / "runs") / "checkpoints"
     assert load(checkpoints / "last.ckpt")["epoch"] == 0
     assert list(checkpoints.glob(".*.partial"))  # the torn bytes went to the temporary file only
+
+
+def test_last_ckpt_is_the_best_file_when_both_hold_one_step(kospi_csv: Path, tmp_path: Path) -> None:
+    """An epoch that saves a top-k checkpoint writes its bytes once: last.ckpt is then a hard link of that
+    file, a complete checkpoint of the epoch that resumes in place (not as last-v1.ckpt), and replacing
+    last.ckpt later leaves the top-k file intact."""
+    root = tmp_path / "runs"
+    keep_all = ("--checkpoint.save_top_k", "-1")  # every epoch is a top-k checkpoint
+    run_cli(*fit_args(kospi_csv, root, 3, 50, *keep_all))
+    checkpoints = only_version_dir(root) / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    assert os.path.samefile(last, checkpoints / "best-epoch=002.ckpt")
+    saved = load(last)
+    assert (saved["epoch"], saved["global_step"]) == (2, 6)
+    state = next(iter(saved["callbacks"].values()))
+    assert state["last_model_path"] == str(last)  # what a resume needs to refresh this file, not start last-v1
+
+    run_cli(*fit_args(kospi_csv, root, 4, 50, *keep_all, "--ckpt_path", last))
+    assert sorted(p.name for p in checkpoints.glob("last*")) == ["last.ckpt"]
+    assert os.path.samefile(last, checkpoints / "best-epoch=003.ckpt")
+    assert load(last)["epoch"] == 3
+    assert load(checkpoints / "best-epoch=002.ckpt")["epoch"] == 2
 
 
 def test_normal_run_leaves_no_partial_files(kospi_csv: Path, tmp_path: Path) -> None:
