@@ -22,14 +22,15 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from rnn_lightning.errors import UserInputError
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from rnn_lightning.data.kospi import KospiDataModule
     from rnn_lightning.data.rows import RowMNISTDataModule
 
@@ -37,6 +38,7 @@ Stage = Literal["fit", "test", "predict"]
 # The split each stage's plot judges the model on; fit never looks at the test period.
 STAGE_SPLITS: dict[str, str] = {"fit": "val", "test": "test", "predict": "test"}
 FORWARD_CHUNK = 2048  # samples per forward pass when rank 0 runs a whole split
+PLOT_DPI = 110
 
 
 def _run_dir(trainer: pl.Trainer) -> Path | None:
@@ -73,6 +75,18 @@ def _forward(pl_module: pl.LightningModule, x: Tensor, transform: Callable | Non
         pl_module.train(was_training)
 
 
+def _render(figure: Figure, dpi: int = PLOT_DPI) -> np.ndarray:
+    """``figure`` drawn once on an Agg canvas, as an (H, W, 3) uint8 RGB image.
+
+    The PNG file and the TensorBoard image are both made from this one drawing: ``savefig`` and
+    ``add_figure`` would each lay the figure out and draw it again (~0.35 s of a KOSPI fit, about 5%).
+    """
+    canvas = FigureCanvasAgg(figure)
+    figure.set_dpi(dpi)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3]  # (H, W, 3); the figure's background is opaque
+
+
 def _rmse(prediction: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sqrt(np.mean((prediction - actual) ** 2)))
 
@@ -105,8 +119,6 @@ def kospi_figures(
     shows the test period; ``test`` and ``predict`` draw every window, and ``predict`` adds tomorrow.
     ``max_images`` is unused: every plotter takes the same arguments.
     """
-    from matplotlib.figure import Figure
-
     split = STAGE_SPLITS[stage]
     if split == "val" and not datamodule.num_val:
         return {}
@@ -121,7 +133,9 @@ def kospi_figures(
     naive_rmse = _rmse(ref[judged], actual[judged])
     window_dates = dates[T:]  # (W,) the day each window predicts
 
-    fig = Figure(figsize=(12, 7.5), layout="constrained")
+    # Fixed margins for this fixed-size figure: a constrained layout costs a third more drawing time.
+    fig = Figure(figsize=(12, 7.5))
+    fig.subplots_adjust(left=0.065, right=0.975, top=0.93, bottom=0.045, hspace=0.2)
     full, zoom = fig.subplots(2, 1, height_ratios=(3, 2))
     zoom_part = slice(max(judged.start, judged.stop - ZOOM_DAYS), judged.stop)
     for ax, part, marker in ((full, shown, None), (zoom, zoom_part, ".")):
@@ -173,8 +187,6 @@ def classification_figures(
     pl_module: pl.LightningModule, datamodule: RowMNISTDataModule, stage: Stage, max_images: int
 ) -> dict[str, Figure]:
     """A confusion matrix, and a grid of the first ``max_images`` misclassified images of the split."""
-    from matplotlib.figure import Figure
-
     split = STAGE_SPLITS[stage]
     if split == "val" and not datamodule.has_validation:
         return {}
@@ -220,7 +232,7 @@ def classification_figures(
 
 
 # task -> (model, data module, stage, max_images) -> {name: figure}
-FigureFn = Callable[[pl.LightningModule, Any, str, int], dict[str, "Figure"]]
+FigureFn = Callable[[pl.LightningModule, Any, str, int], dict[str, Figure]]
 PLOTTERS: dict[str, FigureFn] = {"regression": kospi_figures, "classification": classification_figures}
 
 
@@ -230,7 +242,7 @@ class PredictionPlots(Callback):
     Regression (KOSPI): the close series in price units with the model's one-step predictions, the
     naive persistence forecast and the train/val/test periods shaded, titled with both RMSEs.
     Classification (MNIST): a confusion matrix and a grid of misclassified images. Each figure goes to
-    TensorBoard (``add_figure``, tag ``plots/<name>``) and to ``<name>.png`` in the run folder.
+    TensorBoard (an image, tag ``plots/<name>``) and to ``<name>.png`` in the run folder.
 
     Args:
         enabled: Draw anything at all (``--plots.enabled false`` turns the plots off).
@@ -259,11 +271,12 @@ class PredictionPlots(Callback):
         run_dir.mkdir(parents=True, exist_ok=True)
         writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         for name, figure in figures.items():
+            image = _render(figure)
             path = run_dir / f"{name}.png"
-            figure.savefig(path, dpi=110)
+            Image.fromarray(image).save(path)
             self.saved.append(path)
             for writer in writers:
-                writer.add_figure(f"plots/{name}", figure, global_step=trainer.global_step, close=False)
+                writer.add_image(f"plots/{name}", image, global_step=trainer.global_step, dataformats="HWC")
         for writer in writers:
             writer.flush()
         if figures:
