@@ -127,19 +127,26 @@ def test_configured_logger_gets_a_new_folder(tmp_path: Path) -> None:
 
 def test_crash_while_saving_keeps_the_previous_last_ckpt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A save that dies half-written (disk full, kill) leaves the previous, loadable last.ckpt in place."""
-    original = torch.save
+    original_save, original_fsync = torch.save, os.fsync
+    crashing = []
 
-    def torn_save(checkpoint: dict, handle, *args, **kwargs) -> None:
+    def save(checkpoint: dict, *args, **kwargs) -> None:
         if checkpoint["epoch"] >= 1:
-            handle.write(b"PK\x03\x04" + bytes(1000))  # the start of a zip, then nothing
-            raise RuntimeError("simulated crash while writing a checkpoint")
-        original(checkpoint, handle, *args, **kwargs)
+            crashing.append(True)  # the file write of this checkpoint will be torn
+        original_save(checkpoint, *args, **kwargs)
 
-    monkeypatch.setattr(checkpointing.torch, "save", torn_save)
+    def torn_fsync(fd: int) -> None:
+        if crashing:
+            os.ftruncate(fd, 1000)  # only the start of the zip reached the disk
+            raise RuntimeError("simulated crash while writing a checkpoint")
+        original_fsync(fd)
+
+    monkeypatch.setattr(checkpointing.torch, "save", save)
+    monkeypatch.setattr(checkpointing.os, "fsync", torn_fsync)
     csv = write_price_csv(tmp_path / "prices.csv", rows=80)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cli(*fit_args(csv, tmp_path / "runs", 3, 50))
-    monkeypatch.setattr(checkpointing.torch, "save", original)
+    monkeypatch.undo()
     checkpoints = only_version_dir(tmp_path / "runs") / "checkpoints"
     assert load(checkpoints / "last.ckpt")["epoch"] == 0
     assert list(checkpoints.glob(".*.partial"))  # the torn bytes went to the temporary file only
