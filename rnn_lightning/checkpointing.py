@@ -19,18 +19,18 @@ from torch import Tensor
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
-    """Run ``write`` on a hidden temporary file beside ``path``, flush it to disk, then rename it to ``path``.
+    """Run ``write`` on a hidden temporary file beside ``path``, then rename it to ``path``.
 
-    Readers (and a resume after a crash) see either the previous file or the complete new one, never a torn
-    one: the rename is atomic on POSIX, and the fsync before it makes the new bytes durable first.
+    Readers, and a resume after the process was killed at any moment, see either the previous file or the
+    complete new one, never a torn one: the rename is atomic on POSIX. There is no fsync, as in Lightning's
+    own writer: it cost 0.2-0.6 ms a save here, 1-3% of a KOSPI fit that saves every 25 ms epoch, and what
+    it adds, durability across a power cut, ext4 already gives a file replaced by rename (auto_da_alloc).
     """
     directory, name = os.path.split(os.fspath(path))
     os.makedirs(directory or ".", exist_ok=True)
     partial = os.path.join(directory, f".{name}.partial")
     with open(partial, "wb") as handle:
         write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
     os.replace(partial, path)
 
 
@@ -107,6 +107,16 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(monitor=monitor, **kwargs)
         self.include_initial = include_initial
         self._saved_last_model_path: str | None = None
+        self._state_key: tuple[tuple, str] | None = None
+
+    @property
+    def state_key(self) -> str:
+        # Lightning formats this key for the profiler at every hook of every step; it depends only on these.
+        settings = (self.monitor, self.mode, self._every_n_train_steps, self._every_n_epochs,
+                    self._train_time_interval)
+        if self._state_key is None or self._state_key[0] != settings:
+            self._state_key = (settings, super().state_key)
+        return self._state_key[1]
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)

@@ -7,6 +7,7 @@ crash in the middle of writing a checkpoint.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import signal
@@ -127,7 +128,7 @@ def test_configured_logger_gets_a_new_folder(tmp_path: Path) -> None:
 
 def test_crash_while_saving_keeps_the_previous_last_ckpt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A save that dies half-written (disk full, kill) leaves the previous, loadable last.ckpt in place."""
-    original_save, original_fsync = torch.save, os.fsync
+    original_save = torch.save
     crashing = []
 
     def save(checkpoint: dict, *args, **kwargs) -> None:
@@ -135,14 +136,15 @@ def test_crash_while_saving_keeps_the_previous_last_ckpt(tmp_path: Path, monkeyp
             crashing.append(True)  # the file write of this checkpoint will be torn
         original_save(checkpoint, *args, **kwargs)
 
-    def torn_fsync(fd: int) -> None:
-        if crashing:
-            os.ftruncate(fd, 1000)  # only the start of the zip reached the disk
-            raise RuntimeError("simulated crash while writing a checkpoint")
-        original_fsync(fd)
+    class TornFile(io.FileIO):
+        def write(self, data) -> int:
+            if crashing:
+                super().write(bytes(data)[:1000])  # only the start of the zip reaches the file
+                raise RuntimeError("simulated crash while writing a checkpoint")
+            return super().write(data)
 
     monkeypatch.setattr(checkpointing.torch, "save", save)
-    monkeypatch.setattr(checkpointing.os, "fsync", torn_fsync)
+    monkeypatch.setattr(checkpointing, "open", lambda path, mode: TornFile(path, mode), raising=False)
     csv = write_price_csv(tmp_path / "prices.csv", rows=80)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cli(*fit_args(csv, tmp_path / "runs", 3, 50))
