@@ -124,7 +124,11 @@ class RnnLightningCLI(LightningCLI):
                                    config.get("trainer.default_root_dir"))
             if logger is not None:
                 kwargs["logger"] = logger  # for this process only; the saved config.yaml stays as given
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand != "predict":
+            # It writes predict's outputs only; elsewhere it would just be called at every hook of every step.
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, PredictionWriter)]
+        return trainer
 
     def _parse_ckpt_path(self) -> None:
         """Check ``--ckpt_path`` before any data is read, and keep the config the source of the model's sizes.

@@ -375,7 +375,10 @@ class KospiDataModule(InMemoryDataModule):
         return TARGET_TRANSFORMS[self.target_transform].inverse(y, ref)
 
     def train_dataloader(self):
-        return self._loader(self.split_tensors("train"), shuffle=True)
+        # Training needs inputs and targets only; the reference and actual closes (price-unit metrics)
+        # ride along in the validation and test batches.
+        x, y, _, _ = self.split_tensors("train")
+        return self._loader((x, y), shuffle=True)
 
     def val_dataloader(self):
         if not self.num_val:
