@@ -129,6 +129,14 @@ class RunCheckpoint(ModelCheckpoint):
         candidates.update(epoch=torch.tensor(0), step=torch.tensor(0))
         self._save_topk_checkpoint(trainer, candidates)
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # With check_val_every_n_epoch > 1 Lightning skips validation in the final epoch unless it is a
+        # multiple, and a run shorter than the period never validates: no best checkpoint at all. The final
+        # epoch always validates, so "best" also weighs where training ended.
+        every = trainer.check_val_every_n_epoch
+        if every and every > 1 and self.monitor == "val_loss" and trainer.current_epoch + 1 == trainer.max_epochs:
+            trainer.check_val_every_n_epoch = 1
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         # Nothing saved at this step means the monitored value did not improve; keep last.ckpt fresh.

@@ -54,3 +54,17 @@ def test_refit_into_existing_folder(kospi_csv: Path, tmp_path: Path) -> None:
     run_cli(*args)
     run_cli(*args)
     assert (tmp_path / "lightning_logs" / "fixed" / "config.yaml").is_file()
+
+
+def test_validation_every_tenth_epoch_and_after_the_last(kospi_csv: Path, tmp_path: Path) -> None:
+    """The tutorial configs validate every 10th epoch (cheap epochs, costly validation) and always after the
+    final one, so a run shorter than the period still picks a best checkpoint."""
+    root = tmp_path / "runs"
+    run_cli("fit", "--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", kospi_csv, "--data.split", "50",
+            "--data.val_size", "10", "--trainer.max_epochs", "12", "--plots.enabled", "false",
+            "--trainer.default_root_dir", root)
+    run_dir = root / "lightning_logs" / "version_0"
+    batches = 2  # 40 training windows, batch 20
+    val_steps = [e.step for e in EventAccumulator(str(run_dir)).Reload().Scalars("val_loss")]
+    assert val_steps == [10 * batches - 1, 12 * batches - 1]  # after epochs 10 and 12 (the last)
+    assert [p.name for p in (run_dir / "checkpoints").glob("best-*.ckpt")] != []

@@ -30,7 +30,7 @@ from rnn_lightning.data.kospi import KospiDataModule
 def fit_args(csv: Path, root: Path, max_epochs: int, split: int, *extra: object) -> list[object]:
     return ["fit", "--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", csv, "--trainer.default_root_dir",
             root, "--data.split", split, "--data.val_size", "20", "--trainer.max_epochs", max_epochs,
-            "--plots.enabled", "false", *extra]
+            "--trainer.check_val_every_n_epoch", "1", "--plots.enabled", "false", *extra]
 
 
 def load(path: Path) -> dict:
