@@ -185,6 +185,7 @@ def kospi_ddp(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "--data.val_size", "9", "--data.batch_size", "8"]
     root = tmp / "runs"
     run_ddp("fit", *data, "--seed_everything", "false", "--trainer.max_epochs", "2",
+            "--trainer.check_val_every_n_epoch", "1",  # validation sharding is checked in both epochs
             "--trainer.default_root_dir", root, *probe_args(tmp / "probe"), cwd=tmp)
     return {"tmp": tmp, "data": data, "root": root, "probe": tmp / "probe"}
 
