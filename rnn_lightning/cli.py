@@ -14,6 +14,7 @@ from typing import NoReturn
 
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -22,6 +23,7 @@ from rnn_lightning.checkpointing import RunCheckpoint
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.models.module import RecurrentModel
+from rnn_lightning.progress import PacedProgressBar
 
 DEBUG_ENV = "RNN_LIGHTNING_DEBUG"
 LINKED_SIZES = ("task", "input_size", "sequence_length", "num_outputs")
@@ -89,6 +91,20 @@ def resume_logger(ckpt_path: str | None, logger: object, default_root_dir: str |
     return TensorBoardLogger(save_dir=root, name="lightning_logs", version=int(run_dir.name.removeprefix("version_")))
 
 
+def _pace_default_progress_bar(trainer: Trainer, config) -> None:
+    """Swap the TQDM bar Lightning adds by default for :class:`PacedProgressBar`, in place.
+
+    A bar the config names in ``trainer.callbacks`` is kept as given, and ``enable_progress_bar: false``
+    leaves no bar to swap: both behave exactly as they do with Lightning alone.
+    """
+    bar = trainer.progress_bar_callback
+    configured = config.get("trainer.callbacks") or []
+    if not isinstance(configured, list):
+        configured = [configured]
+    if type(bar) is TQDMProgressBar and not any(c is bar for c in configured):
+        trainer.callbacks[trainer.callbacks.index(bar)] = PacedProgressBar()
+
+
 class RnnLightningCLI(LightningCLI):
     """LightningCLI over :class:`RecurrentModel` and any :class:`InMemoryDataModule` (``class_path``)."""
 
@@ -125,6 +141,7 @@ class RnnLightningCLI(LightningCLI):
             if logger is not None:
                 kwargs["logger"] = logger  # for this process only; the saved config.yaml stays as given
         trainer = super().instantiate_trainer(**kwargs)
+        _pace_default_progress_bar(trainer, self.config_init[self.subcommand] if self.subcommand else self.config_init)
         if self.subcommand != "predict":
             # It writes predict's outputs only; elsewhere it would just be called at every hook of every step.
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, PredictionWriter)]
