@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from rnn_lightning.errors import UserInputError
+from rnn_lightning.models.parallel import bidirectional_forward, supports
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class RecurrentBackbone(nn.Module):
         num_layers: Stacked recurrent layers.
         dropout: Dropout between stacked layers (torch applies none after the last one).
         bidirectional: Read the sequence both ways; implied by ``bilstm``.
+        parallel_directions: On the CPU, compute the two directions of each bidirectional layer at
+            once on two threads (:mod:`rnn_lightning.models.parallel`); same weights and outputs.
     """
 
     def __init__(
@@ -46,12 +49,14 @@ class RecurrentBackbone(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        parallel_directions: bool = False,
     ) -> None:
         super().__init__()
         spec = BACKBONES.get(name)
         if spec is None:
             raise UserInputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
         self.bidirectional = bidirectional or spec.bidirectional
+        self.parallel_directions = parallel_directions
         self.rnn = spec.layer(
             input_size,
             hidden_size,
@@ -75,6 +80,8 @@ class RecurrentBackbone(nn.Module):
             # anything that rebinds a weight (load_state_dict(assign=True), a wrapper) scatters them: cuDNN
             # would then copy them on every call and warn. Compact them once, here.
             self.rnn.flatten_parameters()
+        if self.parallel_directions and supports(self.rnn, x):
+            return bidirectional_forward(self.rnn, x)
         # Without an initial state torch starts from zeros, as the tutorial does explicitly.
         out, _ = self.rnn(x)  # (B, T, H*dirs)
         return out

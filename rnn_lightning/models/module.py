@@ -164,6 +164,8 @@ class RecurrentModel(pl.LightningModule):
         num_layers: Stacked recurrent layers.
         dropout: Dropout between stacked layers, in [0, 1).
         bidirectional: Read sequences both ways (``bilstm`` implies it).
+        parallel_directions: On the CPU, run the two directions of each bidirectional layer at once on
+            two threads (best with ``num_threads: 1`` and two free cores); same weights and outputs.
         readout: ``flatten`` feeds every time step's output to the head (the tutorial's
             ``Linear(T*H, out)``); ``last`` feeds only the final step.
         output_activation: ``none``, or ``sigmoid`` after the head (the tutorial's RNN).
@@ -184,6 +186,7 @@ class RecurrentModel(pl.LightningModule):
         num_layers: int = 2,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        parallel_directions: bool = False,
         readout: Literal["flatten", "last"] = "flatten",
         output_activation: Literal["none", "sigmoid", "tanh"] = "none",
         zero_init_head: bool = False,
@@ -217,7 +220,7 @@ class RecurrentModel(pl.LightningModule):
                 raise UserInputError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         self.save_hyperparameters()
         self.backbone = RecurrentBackbone(
-            backbone, input_size, hidden_size, num_layers, dropout, bidirectional
+            backbone, input_size, hidden_size, num_layers, dropout, bidirectional, parallel_directions
         )
         width = self.backbone.output_size * (sequence_length if readout == "flatten" else 1)
         self.fc = nn.Linear(width, num_outputs)
