@@ -10,6 +10,7 @@ setting of the user's is changed.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
@@ -85,6 +87,29 @@ def _render(figure: Figure, dpi: int = PLOT_DPI) -> np.ndarray:
     figure.set_dpi(dpi)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3]  # (H, W, 3); the figure's background is opaque
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 as PNG bytes. Level 1: a fifth of the encoding time of the default level, and
+    these flat-coloured plots hardly compress better."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _add_png(writer: Any, tag: str, png: bytes, image: np.ndarray, step: int) -> None:
+    """Log the PNG already encoded for the file as a TensorBoard image, as ``add_image`` would log it.
+
+    ``add_image`` would convert the pixels to float, rescale them and encode them again at zlib's default
+    level (~0.15 s for the KOSPI figure, ~2% of its fit). The event holds the same PNG either way.
+    """
+    file_writer = getattr(writer, "_get_file_writer", None)
+    if file_writer is None:  # a writer without torch's/tensorboardX's layout: the public call
+        writer.add_image(tag, image, global_step=step, dataformats="HWC")
+        return
+    height, width, channels = image.shape
+    picture = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png)
+    file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
 
 
 def _rmse(prediction: np.ndarray, actual: np.ndarray) -> float:
@@ -272,12 +297,12 @@ class PredictionPlots(Callback):
         writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         for name, figure in figures.items():
             image = _render(figure)
+            png = _encode_png(image)
             path = run_dir / f"{name}.png"
-            # Level 1: a fifth of the encoding time, and these flat-coloured plots hardly compress better.
-            Image.fromarray(image).save(path, compress_level=1)
+            path.write_bytes(png)
             self.saved.append(path)
             for writer in writers:  # flushed when the Trainer finalizes its loggers, right after this hook
-                writer.add_image(f"plots/{name}", image, global_step=trainer.global_step, dataformats="HWC")
+                _add_png(writer, f"plots/{name}", png, image, trainer.global_step)
         if figures:
             print(f"plots: wrote {', '.join(f'{name}.png' for name in figures)} to {run_dir}")
 

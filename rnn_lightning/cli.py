@@ -23,6 +23,7 @@ from rnn_lightning.checkpointing import RunCheckpoint
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.models.module import RecurrentModel
+from rnn_lightning.profiling import NoProfiler
 from rnn_lightning.progress import PacedProgressBar
 
 DEBUG_ENV = "RNN_LIGHTNING_DEBUG"
@@ -140,8 +141,11 @@ class RnnLightningCLI(LightningCLI):
                                    config.get("trainer.default_root_dir"))
             if logger is not None:
                 kwargs["logger"] = logger  # for this process only; the saved config.yaml stays as given
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        if config.get("trainer.profiler") is None:
+            kwargs["profiler"] = NoProfiler()  # Lightning's default no-op, minus its cost per hook call
         trainer = super().instantiate_trainer(**kwargs)
-        _pace_default_progress_bar(trainer, self.config_init[self.subcommand] if self.subcommand else self.config_init)
+        _pace_default_progress_bar(trainer, config)
         if self.subcommand != "predict":
             # It writes predict's outputs only; elsewhere it would just be called at every hook of every step.
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, PredictionWriter)]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import CONFIGS, make_digits, run_cli
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnn_lightning.data.kospi import KospiDataModule
@@ -40,6 +41,12 @@ def test_kospi_plots_and_predictions(kospi_csv: Path, tmp_path: Path, capsys: py
 
     assert (fit_dir / "prediction_fit.png").stat().st_size > 10_000
     assert tags(fit_dir)["images"] == ["plots/prediction_fit"]
+    # TensorBoard shows the very PNG written beside it, with its size in the event.
+    events = EventAccumulator(str(fit_dir), size_guidance={"images": 0}).Reload()
+    (logged,) = events.Images("plots/prediction_fit")
+    png = Image.open(fit_dir / "prediction_fit.png")
+    assert logged.encoded_image_string == (fit_dir / "prediction_fit.png").read_bytes()
+    assert (logged.width, logged.height, png.mode) == (*png.size, "RGB")
     assert (test_dir / "prediction_test.png").is_file()
     test_tags = tags(test_dir)
     assert test_tags["images"] == ["plots/prediction_test"]

@@ -1,4 +1,5 @@
-"""The CLI's default progress bar redraws by the clock; a bar the user configures, or none, is respected."""
+"""The CLI's Trainer defaults: a progress bar that redraws by the clock and a no-op profiler that costs
+nothing; a bar or profiler the user configures, or no bar, is respected."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+from conftest import CONFIGS, run_cli
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.profilers import SimpleProfiler
 
 from rnn_lightning import UserInputError
 from rnn_lightning.cli import RnnLightningCLI
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.data.kospi import KospiDataModule
 from rnn_lightning.models.module import RecurrentModel
+from rnn_lightning.profiling import NoProfiler
 from rnn_lightning.progress import PacedProgressBar
-from tests.conftest import CONFIGS, run_cli
 
 
 def build_cli(kospi_csv: Path, root: Path, *extra: str) -> RnnLightningCLI:
@@ -83,3 +86,15 @@ def test_negative_interval_is_refused(kospi_csv: Path, tmp_path: Path, capsys: p
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["rnn-lightning: error: progress bar min_interval must be >= 0 seconds, got -1.0"]
+
+
+def test_default_profiler_is_free_and_a_configured_one_is_kept(kospi_csv: Path, tmp_path: Path) -> None:
+    cli = build_cli(kospi_csv, tmp_path)
+    profiler = cli.trainer.profiler
+    assert type(profiler) is NoProfiler
+    with profiler.profile("[Callback]x.on_train_batch_end") as inside:  # what every hook call does
+        assert inside is None
+    assert profiler.profile("a") is profiler.profile("b")  # one shared context, nothing built per call
+    cli = build_cli(kospi_csv, tmp_path, "--trainer.profiler", "simple")
+    assert type(cli.trainer.profiler) is SimpleProfiler
+
