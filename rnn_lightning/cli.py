@@ -197,6 +197,8 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # val_size: 0 means no validation batches, on purpose.
     warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+    # Our metrics are logged per epoch, which a long step interval (the KOSPI configs') does not delay.
+    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
     try:
         RnnLightningCLI(
             RecurrentModel,
