@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from rnn_lightning.allocator import keep_freed_memory
 from rnn_lightning.callbacks import PredictionPlots, PredictionWriter
 from rnn_lightning.checkpointing import RunCheckpoint
 from rnn_lightning.data.base import InMemoryDataModule
@@ -126,6 +127,7 @@ class RnnLightningCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        keep_freed_memory()  # before any data is read: see rnn_lightning/allocator.py
         if config.get("num_threads"):
             torch.set_num_threads(config["num_threads"])
         # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so every torch.cuda.is_available() (Adam asks at

@@ -70,22 +70,35 @@ def test_training_dropout_between_layers_matches_torch() -> None:
     assert not torch.equal(threaded(x), expected)  # dropout is really drawn
 
 
-def test_the_directions_run_on_two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[bool, str]] = []
-    direction = parallel._direction
+def test_the_two_directions_run_at_once_on_two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each direction waits at a barrier for the other: run one after the other, they would time out.
+    barrier = threading.Barrier(2, timeout=20)
+    forward_pass: list[tuple[bool, str]] = []
+    backward_threads: list[str] = []
+    direction, grad = parallel._direction, torch.autograd.grad
 
-    def recording(mode, x, weights, reverse, train):
-        seen.append((reverse, threading.current_thread().name))
+    def forward_at_once(mode, x, weights, reverse, train):
+        forward_pass.append((reverse, threading.current_thread().name))
+        barrier.wait()
         return direction(mode, x, weights, reverse, train)
 
-    monkeypatch.setattr(parallel, "_direction", recording)
+    def backward_at_once(*args, **kwargs):
+        backward_threads.append(threading.current_thread().name)
+        barrier.wait()
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "_direction", forward_at_once)
     _, threaded = twin_backbones("bilstm")
-    threaded(torch.rand(2, 4, 7)).sum().backward()
+    out = threaded(torch.rand(2, 4, 7))
+    monkeypatch.setattr(torch.autograd, "grad", backward_at_once)
+    out.sum().backward()
     caller = threading.current_thread().name
-    assert len(seen) == 6  # 3 layers x 2 directions
-    assert {name for reverse, name in seen if reverse} == {caller}
-    forward_threads = {name for reverse, name in seen if not reverse}
-    assert len(forward_threads) == 1 and caller not in forward_threads
+    assert len(forward_pass) == len(backward_threads) == 6  # 3 layers x 2 directions
+    # The reverse direction runs on the calling thread, the forward one on the helper.
+    assert {name for reverse, name in forward_pass if reverse} == {caller}
+    helpers = {name for reverse, name in forward_pass if not reverse}
+    assert len(helpers) == 1 and caller not in helpers
+    assert set(backward_threads) == {caller} | helpers
 
 
 def test_autocast_and_unidirectional_use_torchs_module(monkeypatch: pytest.MonkeyPatch) -> None:
