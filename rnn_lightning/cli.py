@@ -137,13 +137,12 @@ class RnnLightningCLI(LightningCLI):
             os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if self.subcommand == "fit":
-            config = self.config_init["fit"]
             logger = resume_logger(config.get("ckpt_path"), config.get("trainer.logger"),
                                    config.get("trainer.default_root_dir"))
             if logger is not None:
                 kwargs["logger"] = logger  # for this process only; the saved config.yaml stays as given
-        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if config.get("trainer.profiler") is None:
             kwargs["profiler"] = NoProfiler()  # Lightning's default no-op, minus its cost per hook call
         trainer = super().instantiate_trainer(**kwargs)
