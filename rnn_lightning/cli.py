@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -107,6 +108,20 @@ def _pace_default_progress_bar(trainer: Trainer, config) -> None:
         trainer.callbacks[trainer.callbacks.index(bar)] = PacedProgressBar()
 
 
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger/litmodels" lines; every other message stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def _hide_advertisements() -> None:
+    # Lightning prints its tips through rank_zero_info on this logger (lightning.pytorch.utilities.rank_zero).
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertisement) for f in logger.filters):
+        logger.addFilter(_NoAdvertisement())
+
+
 class RnnLightningCLI(LightningCLI):
     """LightningCLI over :class:`RecurrentModel` and any :class:`InMemoryDataModule` (``class_path``)."""
 
@@ -180,12 +195,27 @@ class RnnLightningCLI(LightningCLI):
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise UserInputError(f"checkpoint {path}: not a Lightning checkpoint (no state_dict)")
         self._ckpt_checked = ckpt_path
+        self._ckpt_contents = checkpoint
 
     _ckpt_checked: str | None = None
+    _ckpt_contents: dict | None = None
 
     def before_fit(self) -> None:
         # Lightning versions without ``_parse_ckpt_path`` check here, once the classes exist.
         self._check_ckpt_path(self.config_init[self.subcommand].get("ckpt_path"))
+        # Read and check the inputs now, before the Trainer's logger creates the run folder: a bad CSV or
+        # missing IDX files must leave no empty version_N behind. Lightning's own calls later find the
+        # data already there. Processes started by a launcher (DDP's children, torchrun, SLURM: LOCAL_RANK
+        # is set) leave it to Lightning, whose prepare_data runs once per node before any setup.
+        if "LOCAL_RANK" not in os.environ or self.trainer.world_size == 1:
+            self.datamodule.prepare_data()
+            self.datamodule.setup(self.subcommand)
+        if self._ckpt_contents is not None:
+            # What Lightning's restore would refuse later, refused before the run folder exists.
+            self.model.check_checkpoint(self._ckpt_contents, source=f"checkpoint {self._ckpt_checked}")
+            state = self._ckpt_contents.get(type(self.datamodule).__qualname__)
+            if state:
+                self.datamodule.load_state_dict(state)
 
     before_validate = before_test = before_predict = before_fit
 
@@ -200,6 +230,7 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
     # Our metrics are logged per epoch, which a long step interval (the KOSPI configs') does not delay.
     warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
+    _hide_advertisements()
     try:
         RnnLightningCLI(
             RecurrentModel,

@@ -1,48 +1,11 @@
-"""Tiny synthetic data written to tmp_path, and the real CLI entry point driven in-process."""
+"""Fixtures: tiny synthetic data written to tmp_path. Helpers shared by the tests live in helpers.py."""
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-
-from rnn_lightning.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-SHARED_DATA = REPO.parent / "shared" / "data"
-KOSPI_CSV = SHARED_DATA / "kospi" / "kospi_2019.csv"
-MNIST_TEST_DIR = SHARED_DATA / "mnist"
-
-
-def make_price_frame(rows: int = 80, seed: int = 0) -> pd.DataFrame:
-    """A random-walk daily price series in Yahoo's column layout, on business days."""
-    rng = np.random.default_rng(seed)
-    close = 2000 * np.exp(np.cumsum(rng.normal(0, 0.01, rows)))
-    open_ = close * (1 + rng.normal(0, 0.003, rows))
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.005, rows))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.005, rows))
-    volume = rng.integers(200_000, 2_000_000, rows)
-    dates = pd.bdate_range("2019-01-30", periods=rows)
-    return pd.DataFrame(
-        {
-            "Date": dates.strftime("%Y-%m-%d"),
-            "Open": open_.round(6),
-            "High": high.round(6),
-            "Low": low.round(6),
-            "Close": close.round(6),
-            "Adj Close": close.round(6),
-            "Volume": volume,
-        }
-    )
-
-
-def write_price_csv(path: Path, rows: int = 80, seed: int = 0) -> Path:
-    make_price_frame(rows, seed).to_csv(path, index=False)
-    return path
+from helpers import write_mnist_dir, write_price_csv
 
 
 @pytest.fixture
@@ -51,52 +14,6 @@ def kospi_csv(tmp_path: Path) -> Path:
     return write_price_csv(tmp_path / "prices.csv")
 
 
-def write_idx(path: Path, array: np.ndarray) -> Path:
-    """Write uint8 ``array`` as an IDX file (gzipped when the name ends in .gz)."""
-    magic = (0x08 << 8) | array.ndim
-    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as handle:
-        handle.write(data)
-    return path
-
-
-def make_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` 28x28 uint8 images whose class is drawn as a bright horizontal bar at row 2*label + 4,
-    so a recurrent model reading rows can learn it in a few steps."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 10
-    rng.shuffle(labels)
-    images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-    for i, label in enumerate(labels):
-        images[i, 2 * label + 4, 4:24] = 250
-    return images, labels.astype(np.uint8)
-
-
-def write_mnist_dir(root: Path, folder: str = "MNIST", n_train: int = 200, n_test: int = 60, gz: bool = True) -> Path:
-    """torchvision's layout ``root/<folder>/raw/`` with tiny train and t10k IDX files."""
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    suffix = ".gz" if gz else ""
-    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
-        images, labels = make_digits(n, seed)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte{suffix}", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
-    return root
-
-
 @pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     return write_mnist_dir(tmp_path / "mnist_data")
-
-
-def run_cli(*args: str) -> None:
-    """The real ``rnn-lightning`` entry point, in-process."""
-    main([str(a) for a in args])
-
-
-def only_version_dir(root: Path) -> Path:
-    versions = sorted((root / "lightning_logs").glob("version_*"))
-    assert len(versions) == 1, versions
-    return versions[0]

@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CONFIGS, make_digits, run_cli
+from helpers import CONFIGS, events, make_digits, run_cli, scalars
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnn_lightning.data.kospi import KospiDataModule
 from rnn_lightning.models.module import RecurrentModel
@@ -19,10 +18,7 @@ KOSPI_DATA = ["--data.split", "50", "--data.val_size", "10"]
 
 
 def tags(run_dir: Path) -> dict[str, list]:
-    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
-    found = events.Tags()
-    scalars = {tag: [e.value for e in events.Scalars(tag)] for tag in found["scalars"]}
-    return {"images": found["images"], "scalars": scalars}
+    return {"images": events(run_dir, images=0).Tags()["images"], "scalars": scalars(run_dir)}
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -42,8 +38,7 @@ def test_kospi_plots_and_predictions(kospi_csv: Path, tmp_path: Path, capsys: py
     assert (fit_dir / "prediction_fit.png").stat().st_size > 10_000
     assert tags(fit_dir)["images"] == ["plots/prediction_fit"]
     # TensorBoard shows the very PNG written beside it, with its size in the event.
-    events = EventAccumulator(str(fit_dir), size_guidance={"images": 0}).Reload()
-    (logged,) = events.Images("plots/prediction_fit")
+    (logged,) = events(fit_dir, images=0).Images("plots/prediction_fit")
     png = Image.open(fit_dir / "prediction_fit.png")
     assert logged.encoded_image_string == (fit_dir / "prediction_fit.png").read_bytes()
     assert (logged.width, logged.height, png.mode) == (*png.size, "RGB")

@@ -5,15 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, run_cli, write_price_csv
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import CONFIGS, events, run_cli, scalars, write_price_csv
 
 KOSPI_CONFIGS = sorted(CONFIGS.glob("kospi_*.yaml"))
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    events = EventAccumulator(str(run_dir)).Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 @pytest.mark.parametrize("config", KOSPI_CONFIGS, ids=lambda p: p.stem)
@@ -65,6 +59,6 @@ def test_validation_every_tenth_epoch_and_after_the_last(kospi_csv: Path, tmp_pa
             "--trainer.default_root_dir", root)
     run_dir = root / "lightning_logs" / "version_0"
     batches = 2  # 40 training windows, batch 20
-    val_steps = [e.step for e in EventAccumulator(str(run_dir)).Reload().Scalars("val_loss")]
+    val_steps = [e.step for e in events(run_dir, scalars=0).Scalars("val_loss")]
     assert val_steps == [10 * batches - 1, 12 * batches - 1]  # after epochs 10 and 12 (the last)
     assert [p.name for p in (run_dir / "checkpoints").glob("best-*.ckpt")] != []

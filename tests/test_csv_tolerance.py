@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CONFIGS, make_price_frame, only_version_dir, run_cli
+from helpers import CONFIGS, make_price_frame, only_version_dir, run_cli
 
 from rnn_lightning.data.kospi import read_price_csv
 from rnn_lightning.errors import UserInputError

@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, run_cli, write_mnist_dir, write_price_csv
+from helpers import CONFIGS, run_cli, write_mnist_dir, write_price_csv
 from lightning.pytorch.callbacks import Callback
 
 from rnn_lightning.data.batches import InMemoryBatches

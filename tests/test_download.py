@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_price_frame
+from helpers import make_price_frame
 
 from rnn_lightning.data.download import YAHOO_COLUMNS, main
 from rnn_lightning.data.kospi import read_price_csv

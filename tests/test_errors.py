@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, make_price_frame, run_cli, write_mnist_dir
+from helpers import CONFIGS, make_price_frame, run_cli, write_mnist_dir
 
 from rnn_lightning.errors import UserInputError
 
@@ -33,12 +33,23 @@ def digest(paths: list[Path]) -> dict[str, str]:
     return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
+def run_folders(args: tuple[object, ...]) -> set[Path]:
+    """Every file and folder under the run root (``--trainer.default_root_dir``, else the working dir)."""
+    values = [str(a) for a in args]
+    index = values.index("--trainer.default_root_dir") + 1 if "--trainer.default_root_dir" in values else None
+    logs = Path(values[index] if index is not None else ".") / "lightning_logs"
+    return set(logs.rglob("*")) if logs.is_dir() else set()
+
+
 def expect_error(capsys: pytest.CaptureFixture[str], *args: object, inputs: list[Path], match: str) -> str:
-    """Run the CLI in-process; it must exit 2 with exactly one error line matching ``match``."""
+    """Run the CLI in-process; it must exit 2 with exactly one error line matching ``match``, leave its
+    inputs byte for byte as they were, and leave ``lightning_logs/`` as it was (no empty version_N)."""
     before = digest(inputs)
+    logs_before = run_folders(args)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(*args)
     assert exit_info.value.code == 2
+    assert run_folders(args) == logs_before
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith(ERROR_PREFIX)]
     assert len(lines) == 1, err

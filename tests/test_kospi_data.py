@@ -9,12 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import KOSPI_CSV, write_price_csv
+from helpers import KOSPI_CSV, write_price_csv
 
 from rnn_lightning import KospiDataModule, RecurrentModel
 from rnn_lightning.data.kospi import make_windows
-
-needs_kospi = pytest.mark.skipif(not KOSPI_CSV.is_file(), reason="../shared/data/kospi/kospi_2019.csv is absent")
 
 
 def loop_windows(x: np.ndarray, y: np.ndarray, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +101,6 @@ def test_checkpoint_carries_the_scaler(tmp_path: Path) -> None:
     assert fresh.scaling == dm.scaling
 
 
-@needs_kospi
 def test_tutorial_counts_and_scaled_values() -> None:
     """431 rows -> 426 windows, 200 train / 226 test; MinMax over all rows reproduces the tutorial's df.head()."""
     dm = KospiDataModule(str(KOSPI_CSV), split=200, val_size=0, scaler_fit="all")
@@ -117,7 +114,6 @@ def test_tutorial_counts_and_scaled_values() -> None:
     assert y[0, 0].item() == pytest.approx(dm.scaling.scale_target(dm.close[5]), abs=1e-6)
 
 
-@needs_kospi
 def test_trains_on_the_tutorial_csv(tmp_path: Path) -> None:
     """A short GRU fit on the real CSV: the training loss falls and the price metrics are finite."""
     pl.seed_everything(0)

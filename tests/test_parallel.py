@@ -21,6 +21,12 @@ def twin_backbones(name: str, **kwargs) -> tuple[RecurrentBackbone, RecurrentBac
     return serial, threaded
 
 
+# The reverse direction reads a time-flipped copy of its input, so the input projection's matrix product
+# sees its rows in the other order. Some CPUs' GEMM kernels block rows by position (torch 2.14's AVX2
+# kernels do for nn.RNN), so outputs can differ from nn's in the last bits: equal up to float32 rounding.
+OUTPUT_TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}
+
+
 def forward_backward(backbone: RecurrentBackbone, x: torch.Tensor, grad: torch.Tensor):
     backbone.zero_grad()
     x = x.detach().requires_grad_()
@@ -37,13 +43,15 @@ def test_same_outputs_and_gradients_as_torch(name: str) -> None:
     out, x_grad, grads = forward_backward(serial, x, grad)
     out2, x_grad2, grads2 = forward_backward(threaded, x, grad)
     assert out2.shape == (9, 6, 10)
-    assert torch.equal(out, out2)  # the same kernels on the same inputs
+    torch.testing.assert_close(out2, out, **OUTPUT_TOLERANCE)  # the same kernels on the same inputs
     torch.testing.assert_close(x_grad2, x_grad, rtol=0, atol=1e-6)
     assert grads2.keys() == grads.keys()
     for key in grads:
-        # The reverse direction reads a flipped copy, so its recurrent gradient sums the steps in the
-        # other order: equal up to rounding.
-        torch.testing.assert_close(grads2[key], grads[key], rtol=1e-5, atol=1e-6, msg=key)
+        # The reverse direction reads a flipped copy, so its weight gradients sum the steps and samples in
+        # another order: equal up to float32 rounding of those sums, judged against the gradient's scale
+        # (an element near zero can carry the rounding of its larger neighbours' terms).
+        error = (grads2[key] - grads[key]).abs().max()
+        assert error <= 1e-5 * grads[key].abs().max(), (key, error)
 
 
 def test_evaluation_and_inference_mode_match_torch() -> None:
@@ -53,9 +61,9 @@ def test_evaluation_and_inference_mode_match_torch() -> None:
     x = torch.rand(4, 8, 7)
     with torch.no_grad():
         expected = serial(x)
-        assert torch.equal(threaded(x), expected)
+        torch.testing.assert_close(threaded(x), expected, **OUTPUT_TOLERANCE)
     with torch.inference_mode():
-        assert torch.equal(threaded(x), expected)
+        torch.testing.assert_close(threaded(x), expected, **OUTPUT_TOLERANCE)
 
 
 def test_training_dropout_between_layers_matches_torch() -> None:
@@ -65,9 +73,9 @@ def test_training_dropout_between_layers_matches_torch() -> None:
     expected = serial(x)
     torch.manual_seed(3)
     got = threaded(x)
-    assert torch.equal(got, expected)
+    torch.testing.assert_close(got, expected, **OUTPUT_TOLERANCE)  # the same dropout mask
     torch.manual_seed(4)
-    assert not torch.equal(threaded(x), expected)  # dropout is really drawn
+    assert (threaded(x) - expected).abs().max() > 1e-3  # dropout is really drawn
 
 
 def test_the_two_directions_run_at_once_on_two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,16 +109,23 @@ def test_the_two_directions_run_at_once_on_two_threads(monkeypatch: pytest.Monke
     assert set(backward_threads) == {caller} | helpers
 
 
-def test_autocast_and_unidirectional_use_torchs_module(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unidirectional_uses_torchs_module(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args):
         raise AssertionError("the two-thread path ran")
 
-    serial, threaded = twin_backbones("bilstm")
-    x = torch.rand(2, 4, 7)
-    monkeypatch.setattr(parallel, "bidirectional_forward", fail)
     monkeypatch.setattr("rnn_lightning.models.backbones.bidirectional_forward", fail)
-    # autocast's state is per thread, which the helper would not share
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(threaded(x), serial(x))
     one_way = RecurrentBackbone("gru", input_size=7, hidden_size=5, parallel_directions=True)
-    assert one_way(x).shape == (2, 4, 5)
+    assert one_way(torch.rand(2, 4, 7)).shape == (2, 4, 5)
+
+
+@pytest.mark.parametrize("parallel_directions", [False, True])
+def test_cpu_autocast_runs_the_recurrent_layers_in_float32(parallel_directions: bool) -> None:
+    # oneDNN has no bf16 LSTM kernel on CPUs without AVX-512 BF16: under bf16 autocast nn.LSTM raised
+    # "could not create a primitive descriptor". The recurrence runs in float32 on every CPU instead.
+    serial, threaded = twin_backbones("bilstm")
+    backbone = threaded if parallel_directions else serial
+    x = torch.rand(2, 4, 7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = backbone(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, serial(x), **OUTPUT_TOLERANCE)

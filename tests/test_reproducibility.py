@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, run_cli, write_mnist_dir, write_price_csv
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import CONFIGS, run_cli, scalars, write_mnist_dir, write_price_csv
 
 
 def read_test_metrics(run_dir: Path) -> dict[str, float]:
-    events = EventAccumulator(str(run_dir)).Reload()
-    return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("test_")}
+    return {tag: values[-1] for tag, values in scalars(run_dir).items() if tag.startswith("test_")}
 
 
 def fit_and_test(root: Path, data: list[object], config: Path, seed: int) -> tuple[dict, dict[str, float]]:

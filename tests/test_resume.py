@@ -20,8 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, only_version_dir, run_cli, write_price_csv
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import CONFIGS, events, only_version_dir, run_cli, write_price_csv
 
 from rnn_lightning import checkpointing
 from rnn_lightning.data.kospi import KospiDataModule
@@ -39,8 +38,8 @@ def load(path: Path) -> dict:
 
 def event_scalars(event_file: Path) -> dict[str, list[tuple[int, float]]]:
     """(step, value) of every scalar in one TensorBoard event file, i.e. one process's run."""
-    events = EventAccumulator(str(event_file)).Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    loaded = events(event_file, scalars=0)
+    return {tag: [(e.step, e.value) for e in loaded.Scalars(tag)] for tag in loaded.Tags()["scalars"]}
 
 
 def event_files(run_dir: Path) -> list[Path]:

@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from helpers import (
     CONFIGS,
     MNIST_TEST_DIR,
     make_digits,
     only_version_dir,
     run_cli,
+    scalars,
     write_idx,
     write_mnist_dir,
 )
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnn_lightning import RowMNISTDataModule, UserInputError
 from rnn_lightning.data import rows
@@ -143,5 +143,4 @@ def test_sample_model_on_the_official_test_split(tmp_path: Path) -> None:
     ckpt = only_version_dir(fit_root) / "checkpoints" / "last.ckpt"
     run_cli("test", "--config", MNIST_CONFIG, "--data.dataset", "mnist", "--data.data_dir", MNIST_TEST_DIR,
             "--data.download", "false", "--trainer.default_root_dir", test_root, "--ckpt_path", ckpt, *quiet)
-    events = EventAccumulator(str(only_version_dir(test_root))).Reload()
-    assert events.Scalars("test_acc")[0].value > 0.85
+    assert scalars(only_version_dir(test_root))["test_acc"][0] > 0.85

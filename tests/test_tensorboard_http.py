@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, run_cli
+from helpers import CONFIGS, run_cli
 
 pytestmark = pytest.mark.slow  # a server start and four CLI runs: about 15 s on 2 cores
 

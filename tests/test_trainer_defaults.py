@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
-from conftest import CONFIGS, run_cli
+from helpers import CONFIGS, run_cli
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.profilers import SimpleProfiler
 

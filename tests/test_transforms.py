@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import KOSPI_CSV, make_price_frame
+from helpers import KOSPI_CSV, make_price_frame
 
 from rnn_lightning.data.kospi import DERIVED_FEATURES, PRICE_COLUMNS, TARGET_TRANSFORMS, KospiDataModule
 
@@ -132,7 +132,7 @@ def test_scaling_ignores_rows_after_the_training_part(combo: tuple, tmp_path: Pa
     assert asdict(leaky_later.scaling) != asdict(leaky.scaling)
 
 
-REAL = pytest.param("real", marks=pytest.mark.skipif(not KOSPI_CSV.exists(), reason="no real KOSPI CSV"))
+REAL = "real"
 
 
 @pytest.mark.parametrize("source", ["synthetic", REAL])

@@ -31,6 +31,8 @@ from rnn_lightning.data.base import InMemoryDataModule, check_positive, resolve_
 from rnn_lightning.errors import UserInputError
 
 DEFAULT_FEATURES = ("Open", "High", "Low", "Volume")
+# The tutorial's 431 trading days of ^KS11, shipped with the package (examples/SOURCES.md): the default CSV.
+EXAMPLE_CSV = Path(__file__).resolve().parent / "examples" / "kospi_2019.csv"
 # Columns measured in index points; per-window normalisation divides these by the window's last close.
 PRICE_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close"})
 
@@ -182,7 +184,8 @@ class KospiDataModule(InMemoryDataModule):
     """Next-day close forecasting from windows of daily prices (the tutorial's KOSPI task).
 
     Args:
-        csv_path: Yahoo-format daily CSV (Date, Open, High, Low, Close, Adj Close, Volume).
+        csv_path: Yahoo-format daily CSV (Date, Open, High, Low, Close, Adj Close, Volume); None (the
+            default) reads the tutorial's KOSPI window shipped with the package (:data:`EXAMPLE_CSV`).
         features: Input columns per day; ``LogReturn`` and ``Range`` are derived from the CSV.
         target: The column to forecast one day ahead.
         sequence_length: Days per input window.
@@ -203,7 +206,7 @@ class KospiDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        csv_path: str,
+        csv_path: str | None = None,
         features: list[str] | None = None,
         target: str = "Close",
         sequence_length: int = 5,
@@ -226,7 +229,7 @@ class KospiDataModule(InMemoryDataModule):
         ):
             if value not in choices:
                 raise UserInputError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-        self.csv_path = csv_path
+        self.csv_path = str(EXAMPLE_CSV) if csv_path is None else csv_path
         self.features = features
         self.target = target
         self._sequence_length = sequence_length

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from rnn_lightning.errors import UserInputError
@@ -75,6 +76,17 @@ class RecurrentBackbone(nn.Module):
         return len({w.untyped_storage().data_ptr() for w in self.rnn.parameters()}) == 1
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # CPU autocast would hand the recurrent layer bfloat16, and oneDNN has no bf16 LSTM kernel on
+            # CPUs without AVX-512 BF16 ("could not create a primitive descriptor"); the recurrence also
+            # accumulates its state over every step, which bf16 rounds badly. The recurrent layers run in
+            # float32 on every CPU; the readout and head after them still run under autocast.
+            with torch.autocast("cpu", enabled=False):
+                return self._recur(x.float())
+        return self._recur(x)
+
+    def _recur(self, x: Tensor) -> Tensor:
+        """The recurrent stack over ``x`` (B, T, F) in its own dtype: (B, T, H*dirs)."""
         if x.is_cuda and not self.weights_compact():
             # Moving to the GPU compacts the weights and DDP's broadcast copies into them in place, but
             # anything that rebinds a weight (load_state_dict(assign=True), a wrapper) scatters them: cuDNN

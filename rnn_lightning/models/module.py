@@ -299,14 +299,18 @@ class RecurrentModel(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another task or other sizes with a message naming the difference."""
+        trainer = self._trainer
+        source = f"checkpoint {trainer.ckpt_path}" if trainer is not None else "the checkpoint"
+        self.check_checkpoint(checkpoint, source)
+
+    def check_checkpoint(self, checkpoint: dict[str, Any], source: str = "the checkpoint") -> None:
+        """Raise :class:`UserInputError` naming every size or choice in which ``checkpoint`` differs from this model."""
         saved = checkpoint.get("hyper_parameters", {})
         keys = ("task", "backbone", "input_size", "sequence_length", "num_outputs", "hidden_size",
                 "num_layers", "readout", "bidirectional")
         differ = [k for k in keys if k in saved and saved[k] != self.hparams[k]]
         if differ:
             pairs = ", ".join(f"{k}: checkpoint {saved[k]!r} vs config {self.hparams[k]!r}" for k in differ)
-            trainer = self._trainer
-            source = f"checkpoint {trainer.ckpt_path}" if trainer is not None else "the checkpoint"
             raise UserInputError(
                 f"{source} does not fit this model ({pairs}); pass the settings it was trained with, "
                 "e.g. the config.yaml saved in its run folder"
