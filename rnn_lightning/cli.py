@@ -14,22 +14,23 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from rnn_lightning.allocator import keep_freed_memory
+from rnn_lightning import speedups
 from rnn_lightning.callbacks import PredictionPlots, PredictionWriter
-from rnn_lightning.checkpointing import RunCheckpoint
+from rnn_lightning.checkpointing import AtomicCheckpointIO, BestCheckpoint, last_checkpoint_defaults
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.models.module import RecurrentModel
-from rnn_lightning.profiling import NoProfiler
-from rnn_lightning.progress import PacedProgressBar
 
 DEBUG_ENV = "RNN_LIGHTNING_DEBUG"
-LINKED_SIZES = ("task", "input_size", "sequence_length", "num_outputs")
+# What the data determines, linked from the data module into the model: no config states it twice.
+LINKED_SIZES = ("task", "input_size", "sequence_length", "num_outputs", "scaling_spec")
+# Lightning defaults the project changes, where --print_config and the saved config.yaml show them.
+TRAINER_DEFAULTS = {"plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.AtomicCheckpointIO"}]}
 TYPE_ERROR = re.compile(r"Expected a (?:<class '([\w.]+)'>|typing\.Literal\[(.*)\])\. Got value: (.*)")
 
 
@@ -94,20 +95,6 @@ def resume_logger(ckpt_path: str | None, logger: object, default_root_dir: str |
     return TensorBoardLogger(save_dir=root, name="lightning_logs", version=int(run_dir.name.removeprefix("version_")))
 
 
-def _pace_default_progress_bar(trainer: Trainer, config) -> None:
-    """Swap the TQDM bar Lightning adds by default for :class:`PacedProgressBar`, in place.
-
-    A bar the config names in ``trainer.callbacks`` is kept as given, and ``enable_progress_bar: false``
-    leaves no bar to swap: both behave exactly as they do with Lightning alone.
-    """
-    bar = trainer.progress_bar_callback
-    configured = config.get("trainer.callbacks") or []
-    if not isinstance(configured, list):
-        configured = [configured]
-    if type(bar) is TQDMProgressBar and not any(c is bar for c in configured):
-        trainer.callbacks[trainer.callbacks.index(bar)] = PacedProgressBar()
-
-
 class _NoAdvertisement(logging.Filter):
     """Drops Lightning's "💡 Tip: ... try installing litlogger/litmodels" lines; every other message stays."""
 
@@ -125,11 +112,18 @@ def _hide_advertisements() -> None:
 class RnnLightningCLI(LightningCLI):
     """LightningCLI over :class:`RecurrentModel` and any :class:`InMemoryDataModule` (``class_path``)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        _hide_advertisements()
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
         for name in LINKED_SIZES:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
-        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "best-{epoch:03d}"})
+        # The best model by the monitored loss, and last.ckpt after every epoch (rnn_lightning/checkpointing.py).
+        parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.filename": "best-{epoch:03d}"})
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(last_checkpoint_defaults())
         # Plots (fit/test/predict) and predictions.csv (predict); --plots.enabled false etc. turn them off.
         parser.add_lightning_class_args(PredictionPlots, "plots")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
@@ -139,17 +133,18 @@ class RnnLightningCLI(LightningCLI):
             default=None,
             help="torch intra-op CPU threads; 1 is fastest for the tiny KOSPI models (None: torch's default)",
         )
+        parser.add_argument(
+            "--speedups",
+            type=bool,
+            default=True,
+            help="the speed-ups of rnn_lightning/speedups.py (docs/performance.md); false for plain Lightning",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        keep_freed_memory()  # before any data is read: see rnn_lightning/allocator.py
+        speedups.apply(config.get("speedups", True))  # before any data is read
         if config.get("num_threads"):
             torch.set_num_threads(config["num_threads"])
-        # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so every torch.cuda.is_available() (Adam asks at
-        # each step) tries to load NVML again until CUDA is initialised. Without NVML torch falls back to
-        # the CUDA runtime's count anyway; asking it directly saves ~60 us per step (a few % on KOSPI).
-        if not torch.cuda.is_available():
-            os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -158,10 +153,12 @@ class RnnLightningCLI(LightningCLI):
                                    config.get("trainer.default_root_dir"))
             if logger is not None:
                 kwargs["logger"] = logger  # for this process only; the saved config.yaml stays as given
-        if config.get("trainer.profiler") is None:
-            kwargs["profiler"] = NoProfiler()  # Lightning's default no-op, minus its cost per hook call
+        # A copy, taken now: the Trainer appends its default callbacks (the progress bar among them) to the
+        # very list the config holds.
+        configured = config.get("trainer.callbacks") or []
+        configured = list(configured) if isinstance(configured, list) else [configured]
         trainer = super().instantiate_trainer(**kwargs)
-        _pace_default_progress_bar(trainer, config)
+        speedups.pace_progress_bar(trainer, configured)
         if self.subcommand != "predict":
             # It writes predict's outputs only; elsewhere it would just be called at every hook of every step.
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, PredictionWriter)]
@@ -219,6 +216,31 @@ class RnnLightningCLI(LightningCLI):
 
     before_validate = before_test = before_predict = before_fit
 
+    def fit(self, model: LightningModule, **kwargs) -> None:
+        """``Trainer.fit``, after validating the untrained model when ``checkpoint.include_initial`` asks."""
+        best = next((c for c in self.trainer.callbacks if isinstance(c, BestCheckpoint)), None)
+        if best is not None and best.include_initial and not kwargs.get("ckpt_path"):
+            self._enter_initial_model(best, model, kwargs.get("datamodule"))
+        self.trainer.fit(model, **kwargs)
+
+    def _enter_initial_model(self, best: BestCheckpoint, model: LightningModule, datamodule) -> None:
+        """Validate the model as it is (``Trainer.validate``), save it and enter it as the best so far.
+
+        Saved as epoch 0, step 0: the first validated epoch's checkpoint replaces it only if it scores
+        better. Nothing to do without validation data (the monitor is then the training loss).
+        """
+        if not getattr(datamodule, "has_validation", False) or best.monitor not in ("auto", "val_loss"):
+            return
+        results = self.trainer.validate(model, datamodule=datamodule, verbose=False)
+        score = results[0].get("val_loss") if results else None
+        if score is None or best.dirpath is None:
+            return
+        filepath = os.path.join(best.dirpath, best.format_checkpoint_name({"epoch": 0, "step": 0, "val_loss": score}))
+        self.trainer.save_checkpoint(filepath)
+        best.adopt(filepath, torch.tensor(score))
+        # The folder now holds that file, on purpose: not worth ModelCheckpoint's warning.
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+
 
 def main(args: list[str] | None = None) -> None:
     """Run ``rnn-lightning``; bad input ends in a one-line error and exit status 2, not a traceback."""
@@ -230,12 +252,12 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
     # Our metrics are logged per epoch, which a long step interval (the KOSPI configs') does not delay.
     warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
-    _hide_advertisements()
     try:
         RnnLightningCLI(
             RecurrentModel,
             InMemoryDataModule,
             subclass_mode_data=True,
+            trainer_defaults=TRAINER_DEFAULTS,
             save_config_kwargs={"overwrite": True},
             parser_class=OneLineErrorParser,
             parser_kwargs={"prog": "rnn-lightning"},  # also under python -m rnn_lightning

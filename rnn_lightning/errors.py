@@ -1,4 +1,12 @@
-"""The one exception type that the command line turns into a one-line message instead of a traceback."""
+"""The one exception type the command line turns into a one-line message, and the checks that raise it.
+
+Every registry (backbones, heads, target transforms, data sets) and every size check uses these, so an
+unknown name or a bad count reads the same wherever it is caught.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class UserInputError(ValueError):
@@ -7,3 +15,33 @@ class UserInputError(ValueError):
     The message names what is wrong and where, in one line. ``rnn-lightning`` prints it and exits with
     status 2; set ``RNN_LIGHTNING_DEBUG=1`` to see the traceback as well.
     """
+
+
+def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
+    """Raise ``unknown NAME 'VALUE'; choose one of A, B, C`` unless ``value`` is one of ``choices``."""
+    options = tuple(choices)
+    if value not in options:
+        raise UserInputError(f"unknown {name} {value!r}; choose one of {', '.join(options)}")
+
+
+def check_positive(name: str, value: int) -> None:
+    """Raise unless ``value`` is an int >= 1 (``True`` is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def resolve_count(name: str, value: int | float, total: int, allow_zero: bool = True) -> int:
+    """Turn an int count or a float fraction of ``total`` into a count, with a one-line error when invalid."""
+    if isinstance(value, bool):
+        raise UserInputError(f"{name} must be an int count or a fraction in (0, 1), got {value!r}")
+    if isinstance(value, float):
+        if not 0.0 < value < 1.0:
+            if value == 0.0 and allow_zero:
+                return 0
+            raise UserInputError(f"{name} as a fraction must lie in (0, 1), got {value}")
+        return int(round(value * total))
+    if value < 0 or (value == 0 and not allow_zero):
+        raise UserInputError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
+    if value > total:
+        raise UserInputError(f"{name}={value} is larger than the {total} available")
+    return value

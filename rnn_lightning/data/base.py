@@ -2,43 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
 from rnn_lightning.data.batches import BatchTransform, InMemoryBatches
-from rnn_lightning.errors import UserInputError
-
-
-def check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserInputError(f"{name} must be a positive integer, got {value!r}")
-
-
-def resolve_count(name: str, value: int | float, total: int, allow_zero: bool = True) -> int:
-    """Turn an int count or a float fraction of ``total`` into a count, with a one-line error when invalid."""
-    if isinstance(value, bool):
-        raise UserInputError(f"{name} must be an int count or a fraction in (0, 1), got {value!r}")
-    if isinstance(value, float):
-        if not 0.0 < value < 1.0:
-            if value == 0.0 and allow_zero:
-                return 0
-            raise UserInputError(f"{name} as a fraction must lie in (0, 1), got {value}")
-        return int(round(value * total))
-    if value < 0 or (value == 0 and not allow_zero):
-        raise UserInputError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
-    if value > total:
-        raise UserInputError(f"{name}={value} is larger than the {total} available")
-    return value
+from rnn_lightning.errors import check_positive
 
 
 class InMemoryDataModule(pl.LightningDataModule):
     """Base for data modules whose whole data set fits in memory as tensors.
 
-    Subclasses describe the task through ``task``, ``input_size``, ``sequence_length`` and
-    ``num_outputs``; the CLI links those into the model, so no config states them twice.
+    Subclasses describe the task through ``task``, ``input_size``, ``sequence_length``,
+    ``num_outputs`` and ``scaling_spec``; the CLI links those into the model, so no config states them
+    twice. A data module whose inputs need fitted scaling also offers ``fitted_scaling()``, which the
+    model takes when fitting starts.
     """
 
     task: str = "regression"
@@ -64,6 +45,11 @@ class InMemoryDataModule(pl.LightningDataModule):
     def has_validation(self) -> bool:
         raise NotImplementedError
 
+    @property
+    def scaling_spec(self) -> dict[str, Any] | None:
+        """How the model scales this data's raw inputs and outputs (see :mod:`rnn_lightning.models.scaling`)."""
+        return None
+
     def _distributed(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is None:
@@ -76,6 +62,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         shuffle: bool = False,
         shard: bool = True,
         transform: BatchTransform | None = None,
+        batch_type: Callable[..., Any] | None = None,
     ) -> InMemoryBatches:
         """Batches over ``tensors``; sharded across DDP ranks unless ``shard`` is false (predict)."""
         rank, world_size = self._distributed() if shard else (0, 1)
@@ -93,5 +80,6 @@ class InMemoryDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world_size,
             transform=transform,
+            batch_type=batch_type,
             epoch_fn=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
         )

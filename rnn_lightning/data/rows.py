@@ -9,8 +9,9 @@ Three sources, chosen by name:
   ships, split into train, validation and test with a seeded, stratified split, so that a first run
   works on a machine without network.
 
-Images stay in memory as one uint8 tensor; whole batches are converted to float32 in [0, 1], as
-torchvision's ``ToTensor`` would convert each image, without its per-image cost.
+Images stay in memory as one uint8 tensor and batches stay uint8 (:class:`~rnn_lightning.data.batches.Images`);
+the model converts a whole batch to float32 in [0, 1] itself, as torchvision's ``ToTensor`` would convert
+each image, without its per-image cost (:class:`~rnn_lightning.models.scaling.PixelScaling`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnn_lightning.data.base import InMemoryDataModule, resolve_count
-from rnn_lightning.errors import UserInputError
+from rnn_lightning.data.base import InMemoryDataModule
+from rnn_lightning.data.batches import Images
+from rnn_lightning.errors import UserInputError, check_choice, resolve_count
 
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801
 SPLIT_FILES = {
@@ -108,14 +110,8 @@ def load_mnist_sample() -> tuple[np.ndarray, np.ndarray]:
     return images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
 
 
-def to_unit_float(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """uint8 pixels (B, 28, 28) -> float32 in [0, 1], the whole batch at once."""
-    images, *rest = batch
-    return (images.float().div_(255.0), *rest)
-
-
 class RowMNISTDataModule(InMemoryDataModule):
-    """Row-sequence images: batches of float32 ``(B, 28, 28)`` (28 steps of 28 pixels) and int64 labels.
+    """Row-sequence images: batches of uint8 ``(B, 28, 28)`` pixels (28 steps of 28) and int64 labels.
 
     Args:
         dataset: ``mnist``, ``fashion_mnist`` or the offline ``mnist_sample``.
@@ -143,8 +139,7 @@ class RowMNISTDataModule(InMemoryDataModule):
         split_seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size)
-        if dataset not in DATASETS:
-            raise UserInputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        check_choice("dataset", dataset, DATASETS)
         self.dataset = dataset
         self.data_dir = data_dir
         self.download = download
@@ -256,12 +251,12 @@ class RowMNISTDataModule(InMemoryDataModule):
         return self._splits[name]
 
     def train_dataloader(self):
-        return self._loader(self.split_tensors("train"), shuffle=True, transform=to_unit_float)
+        return self._loader(self.split_tensors("train"), shuffle=True, batch_type=Images)
 
     def val_dataloader(self):
         if not self.has_validation:
             return []
-        return self._loader(self.split_tensors("val"), transform=to_unit_float)
+        return self._loader(self.split_tensors("val"), batch_type=Images)
 
     def test_dataloader(self):
         images, labels = self.split_tensors("test")
@@ -270,10 +265,10 @@ class RowMNISTDataModule(InMemoryDataModule):
                 f"{self.dataset} has no test split (test_size=0); evaluate on the official split with "
                 "--data.dataset mnist --data.data_dir DIR"
             )
-        return self._loader((images, labels), transform=to_unit_float)
+        return self._loader((images, labels), batch_type=Images)
 
     def predict_dataloader(self):
-        return self._loader(self.split_tensors("test"), shard=False, transform=to_unit_float)
+        return self._loader(self.split_tensors("test"), shard=False, batch_type=Images)
 
     def state_dict(self) -> dict:
         return {"identity": {"task": self.task, "input_size": 28, "sequence_length": 28, "classes": 10}}

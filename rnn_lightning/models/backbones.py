@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnn_lightning.errors import UserInputError
+from rnn_lightning import speedups
+from rnn_lightning.errors import check_choice
 from rnn_lightning.models.parallel import bidirectional_forward, supports
 
 
@@ -53,9 +54,8 @@ class RecurrentBackbone(nn.Module):
         parallel_directions: bool = False,
     ) -> None:
         super().__init__()
-        spec = BACKBONES.get(name)
-        if spec is None:
-            raise UserInputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+        check_choice("backbone", name, BACKBONES)
+        spec = BACKBONES[name]
         self.bidirectional = bidirectional or spec.bidirectional
         self.parallel_directions = parallel_directions
         self.rnn = spec.layer(
@@ -92,7 +92,7 @@ class RecurrentBackbone(nn.Module):
             # anything that rebinds a weight (load_state_dict(assign=True), a wrapper) scatters them: cuDNN
             # would then copy them on every call and warn. Compact them once, here.
             self.rnn.flatten_parameters()
-        if self.parallel_directions and supports(self.rnn, x):
+        if self.parallel_directions and speedups.enabled() and supports(self.rnn, x):
             return bidirectional_forward(self.rnn, x)
         # Without an initial state torch starts from zeros, as the tutorial does explicitly.
         out, _ = self.rnn(x)  # (B, T, H*dirs)

@@ -1,0 +1,134 @@
+"""The model's own input scaling and output transform: raw data in, the data's units out.
+
+A data module decides and fits the scaling on its training rows only; the model carries it as buffers,
+so its ``state_dict`` (and every checkpoint, and an exported file) holds it. Metrics, plots,
+``predict``, the backtest and export therefore take a model and raw batches, and nothing downstream has
+to ask the data module how to turn an output into a price.
+
+* :class:`PriceScaling` (regression on daily prices). Inputs: raw windows ``x`` (B, T, F) in the CSV's
+  units and each window's last close ``ref`` (B,). With ``window_norm`` the price columns become
+  ``x / ref - 1``; then every column is min-max scaled. Targets: the next close(s) become ``level``,
+  ``diff`` or ``log_return`` against ``ref``, then ``(y - offset) / scale``. Outputs go the other way.
+* :class:`PixelScaling` (row-sequence images): uint8 pixels (B, 28, 28) to float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnn_lightning.errors import check_choice
+
+# Columns measured in index points; per-window normalisation divides these by the window's last close.
+PRICE_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close"})
+WINDOW_NORMS = ("none", "last_close")
+
+
+@dataclass(frozen=True)
+class TargetTransform:
+    """How a future close becomes a training target, given the window's last close ``ref``."""
+
+    forward: Callable[[Tensor, Tensor], Tensor]
+    inverse: Callable[[Tensor, Tensor], Tensor]
+    centred_at_zero: bool  # True when 0 means "no change", i.e. the persistence forecast
+
+
+TARGET_TRANSFORMS: dict[str, TargetTransform] = {
+    "level": TargetTransform(lambda close, ref: close, lambda y, ref: y, centred_at_zero=False),
+    "diff": TargetTransform(lambda close, ref: close - ref, lambda y, ref: ref + y, centred_at_zero=True),
+    "log_return": TargetTransform(
+        lambda close, ref: torch.log(close / ref), lambda y, ref: ref * torch.exp(y), centred_at_zero=True
+    ),
+}
+
+
+def normalise_windows(x: Tensor, ref: Tensor, price_mask: Tensor) -> Tensor:
+    """Price columns of raw windows (B, T, F) made relative to each window's last close ``ref`` (B,)."""
+    relative = x / ref[:, None, None] - 1.0  # (B, T, F)
+    return torch.where(price_mask, relative, x)
+
+
+class PriceScaling(nn.Module):
+    """Raw price windows to model inputs, scaled targets, and model outputs back to prices.
+
+    Args:
+        features: The input columns, in order (price columns are the ones window_norm divides).
+        target_transform: ``level``, ``diff`` or ``log_return`` against the window's last close.
+        window_norm: ``none``, or ``last_close`` to divide each window's price columns by its last close.
+
+    Buffers (all in the ``state_dict``): ``feature_min``/``feature_span`` (F,), ``target_offset`` and
+    ``target_scale`` (float64 scalars), and ``fitted``, false until :meth:`set_fitted` is called.
+    """
+
+    def __init__(self, features: list[str], target_transform: str = "level", window_norm: str = "none") -> None:
+        super().__init__()
+        check_choice("target_transform", target_transform, TARGET_TRANSFORMS)
+        check_choice("window_norm", window_norm, WINDOW_NORMS)
+        self.features = list(features)
+        self.target_transform = target_transform
+        self.window_norm = window_norm
+        num = len(self.features)
+        self.register_buffer("price_mask", torch.tensor([f in PRICE_COLUMNS for f in self.features]))
+        self.register_buffer("feature_min", torch.zeros(num, dtype=torch.float64))
+        self.register_buffer("feature_span", torch.ones(num, dtype=torch.float64))
+        self.register_buffer("target_offset", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("target_scale", torch.tensor(1.0, dtype=torch.float64))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @property
+    def transform(self) -> TargetTransform:
+        return TARGET_TRANSFORMS[self.target_transform]
+
+    def windows(self, x: Tensor, ref: Tensor) -> Tensor:
+        """Raw windows (B, T, F) as the scaling sees them: window-normalised if asked, still unscaled."""
+        x = x.to(torch.float64)
+        if self.window_norm == "last_close":
+            x = normalise_windows(x, ref.to(torch.float64), self.price_mask)
+        return x
+
+    def targets(self, close: Tensor, ref: Tensor) -> Tensor:
+        """Future closes (B,) or (B, H) as unscaled targets against ``ref`` (B,)."""
+        ref = ref.to(torch.float64)
+        if close.dim() == 2:
+            ref = ref[:, None]
+        return self.transform.forward(close.to(torch.float64), ref)
+
+    def set_fitted(self, feature_min: Tensor, feature_max: Tensor, target_offset: float, target_scale: float) -> None:
+        """Install the statistics a data module fitted on its training rows."""
+        span = (feature_max - feature_min).to(torch.float64)
+        self.feature_min.copy_(feature_min.to(torch.float64))
+        self.feature_span.copy_(torch.where(span == 0, torch.ones_like(span), span))  # a constant column -> 0
+        self.target_offset.fill_(float(target_offset))
+        self.target_scale.fill_(float(target_scale) if target_scale > 0 else 1.0)
+        self.fitted.fill_(True)
+
+    def scale_inputs(self, x: Tensor, ref: Tensor) -> Tensor:
+        """Raw windows (B, T, F) and last closes (B,) -> the network's float32 inputs (B, T, F)."""
+        return ((self.windows(x, ref) - self.feature_min) / self.feature_span).to(torch.float32)
+
+    def scale_targets(self, close: Tensor, ref: Tensor) -> Tensor:
+        """Future closes (B,) or (B, H) -> float32 training targets of the same shape."""
+        return ((self.targets(close, ref) - self.target_offset) / self.target_scale).to(torch.float32)
+
+    def to_price(self, out: Tensor, ref: Tensor) -> Tensor:
+        """Network outputs (B, ...) in scaled target units -> float64 prices of the same shape.
+
+        ``ref`` (B,) is each window's last close; it is broadcast over the trailing dimensions (days ahead,
+        quantiles).
+        """
+        y = out.to(torch.float64) * self.target_scale + self.target_offset
+        ref = ref.to(torch.float64).reshape(-1, *([1] * (out.dim() - 1)))
+        return self.transform.inverse(y, ref)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, target_transform={self.target_transform!r}, window_norm={self.window_norm!r}"
+
+
+class PixelScaling(nn.Module):
+    """uint8 pixels (B, 28, 28) -> float32 in [0, 1], as torchvision's ``ToTensor``; floats pass through."""
+
+    def scale_inputs(self, x: Tensor) -> Tensor:
+        return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
