@@ -11,19 +11,22 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics import Metric
 
 from rnn_lightning import speedups
+from rnn_lightning.backtest import BacktestSettings, run_backtest
 from rnn_lightning.callbacks import PredictionPlots, PredictionWriter
 from rnn_lightning.checkpointing import AtomicCheckpointIO, BestCheckpoint, last_checkpoint_defaults
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.errors import UserInputError
+from rnn_lightning.export import ExportSettings, run_export
 from rnn_lightning.models.module import RecurrentModel
 
 DEBUG_ENV = "RNN_LIGHTNING_DEBUG"
@@ -95,6 +98,30 @@ def resume_logger(ckpt_path: str | None, logger: object, default_root_dir: str |
     return TensorBoardLogger(save_dir=root, name="lightning_logs", version=int(run_dir.name.removeprefix("version_")))
 
 
+class RnnTrainer(Trainer):
+    """Lightning's Trainer plus the signatures of the project's own subcommands.
+
+    LightningCLI builds a subcommand's arguments from the Trainer method of that name; the CLI's method
+    of the same name runs it (it needs the whole config: a backtest builds a Trainer per fold).
+    """
+
+    def backtest(
+        self, model: LightningModule, datamodule: Any = None, backtest: BacktestSettings | None = None
+    ) -> None:
+        """Walk-forward backtest: fit and test one config over rolling origins (rnn_lightning/backtest.py)."""
+        raise NotImplementedError("run through `rnn-lightning backtest`")
+
+    def export(
+        self,
+        model: LightningModule,
+        datamodule: Any = None,
+        ckpt_path: str | None = None,
+        export: ExportSettings | None = None,
+    ) -> None:
+        """Export a checkpoint as one ONNX or TorchScript file, checked against predict (rnn_lightning/export.py)."""
+        raise NotImplementedError("run through `rnn-lightning export`")
+
+
 class _NoAdvertisement(logging.Filter):
     """Drops Lightning's "💡 Tip: ... try installing litlogger/litmodels" lines; every other message stays."""
 
@@ -115,6 +142,14 @@ class RnnLightningCLI(LightningCLI):
     def __init__(self, *args, **kwargs) -> None:
         _hide_advertisements()
         super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {
+            **LightningCLI.subcommands(),
+            "backtest": {"model", "datamodule"},
+            "export": {"model", "datamodule"},
+        }
 
     def add_arguments_to_parser(self, parser) -> None:
         for name in LINKED_SIZES:
@@ -206,7 +241,7 @@ class RnnLightningCLI(LightningCLI):
         # is set) leave it to Lightning, whose prepare_data runs once per node before any setup.
         if "LOCAL_RANK" not in os.environ or self.trainer.world_size == 1:
             self.datamodule.prepare_data()
-            self.datamodule.setup(self.subcommand)
+            self.datamodule.setup({"backtest": "fit", "export": "test"}.get(self.subcommand, self.subcommand))
         if self._ckpt_contents is not None:
             # What Lightning's restore would refuse later, refused before the run folder exists.
             self.model.check_checkpoint(self._ckpt_contents, source=f"checkpoint {self._ckpt_checked}")
@@ -214,7 +249,24 @@ class RnnLightningCLI(LightningCLI):
             if state:
                 self.datamodule.load_state_dict(state)
 
-    before_validate = before_test = before_predict = before_fit
+    before_validate = before_test = before_predict = before_export = before_fit
+
+    def before_backtest(self) -> None:
+        self.before_fit()  # the same inputs as fit, checked before anything is written
+
+    def backtest(
+        self, model: LightningModule, datamodule: Any = None, backtest: BacktestSettings | None = None
+    ) -> None:
+        run_backtest(self, model, datamodule, backtest or BacktestSettings())
+
+    def export(
+        self,
+        model: LightningModule,
+        datamodule: Any = None,
+        ckpt_path: str | None = None,
+        export: ExportSettings | None = None,
+    ) -> None:
+        run_export(self, model, datamodule, ckpt_path, export or ExportSettings())
 
     def fit(self, model: LightningModule, **kwargs) -> None:
         """``Trainer.fit``, after validating the untrained model when ``checkpoint.include_initial`` asks."""
@@ -232,6 +284,11 @@ class RnnLightningCLI(LightningCLI):
         if not getattr(datamodule, "has_validation", False) or best.monitor not in ("auto", "val_loss"):
             return
         results = self.trainer.validate(model, datamodule=datamodule, verbose=False)
+        # Metric states reset under validate's inference mode are inference tensors, which the fit's own
+        # updates (outside inference mode) may not touch in place: reset them again out here.
+        for metric in model.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
         score = results[0].get("val_loss") if results else None
         if score is None or best.dirpath is None:
             return
@@ -257,6 +314,7 @@ def main(args: list[str] | None = None) -> None:
             RecurrentModel,
             InMemoryDataModule,
             subclass_mode_data=True,
+            trainer_class=RnnTrainer,
             trainer_defaults=TRAINER_DEFAULTS,
             save_config_kwargs={"overwrite": True},
             parser_class=OneLineErrorParser,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,6 @@ import torch
 from helpers import CONFIGS, events, make_digits, run_cli, scalars
 from PIL import Image
 
-from rnn_lightning.data.kospi import KospiDataModule
 from rnn_lightning.models.module import RecurrentModel
 
 KOSPI_DATA = ["--data.split", "50", "--data.val_size", "10"]
@@ -37,11 +37,12 @@ def test_kospi_plots_and_predictions(kospi_csv: Path, tmp_path: Path, capsys: py
 
     assert (fit_dir / "prediction_fit.png").stat().st_size > 10_000
     assert tags(fit_dir)["images"] == ["plots/prediction_fit"]
-    # TensorBoard shows the very PNG written beside it, with its size in the event.
+    # TensorBoard shows the very picture written beside it: the same pixels, from the same drawing.
     (logged,) = events(fit_dir, images=0).Images("plots/prediction_fit")
     png = Image.open(fit_dir / "prediction_fit.png")
-    assert logged.encoded_image_string == (fit_dir / "prediction_fit.png").read_bytes()
+    shown = Image.open(io.BytesIO(logged.encoded_image_string))
     assert (logged.width, logged.height, png.mode) == (*png.size, "RGB")
+    assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(png))
     assert (test_dir / "prediction_test.png").is_file()
     test_tags = tags(test_dir)
     assert test_tags["images"] == ["plots/prediction_test"]
@@ -63,16 +64,16 @@ def test_kospi_plots_and_predictions(kospi_csv: Path, tmp_path: Path, capsys: py
     assert np.isnan(table["actual_close"].iloc[-1])
     np.testing.assert_allclose(table["naive_close"], prices["Close"][4:], atol=1e-6)
 
-    # The predicted closes are the checkpoint's outputs over every window, then tomorrow's (last 5 rows).
+    # The predicted closes are the checkpoint's outputs over every window, then tomorrow's (last 5 rows):
+    # the model alone, without a Trainer or data module, turns raw windows of the CSV into prices.
     model = RecurrentModel.load_from_checkpoint(ckpt).eval()
-    datamodule = KospiDataModule(str(kospi_csv), split=50, val_size=10)
-    datamodule.load_state_dict(torch.load(ckpt, weights_only=False)["KospiDataModule"])
-    datamodule.setup("predict")
-    x, _, ref, _ = datamodule._all_windows()
-    last = torch.as_tensor(datamodule._window_inputs_last(), dtype=torch.float32)[None]
-    ref = torch.cat([ref, ref.new_tensor(prices["Close"].iloc[-1:].to_numpy())])
+    features = prices[["Open", "High", "Low", "Volume"]].to_numpy(np.float64)
+    closes = prices["Close"].to_numpy(np.float64)
+    starts = range(len(prices) - 5 + 1)  # every window, the last one being tomorrow's
+    x = torch.tensor(np.stack([features[i : i + 5] for i in starts]))  # (W + 1, 5, 4) in the CSV's units
+    ref = torch.tensor([closes[i + 4] for i in starts])
     with torch.no_grad():
-        expected = datamodule.to_price(model(torch.cat([x, last])), ref)
+        expected = model.scaling.to_price(model(model.scaling.scale_inputs(x, ref)).reshape(-1), ref)
     np.testing.assert_allclose(table["predicted_close"], expected.numpy(), rtol=1e-5)
 
     # The CSV's test rows give the RMSE that `test` logged for the same checkpoint.

@@ -6,16 +6,19 @@ import pytest
 import torch
 
 from rnn_lightning import BACKBONES, RecurrentModel, UserInputError
+from rnn_lightning.data.batches import Images, PriceWindows
 
 TASKS = {"regression": 1, "classification": 10}
 
 
-def batch_for(task: str, n: int = 16, steps: int = 5, features: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_for(task: str, n: int = 16, steps: int = 5, features: int = 4) -> PriceWindows | Images:
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(n, steps, features, generator=generator)
     if task == "regression":
-        return x, x[:, -1, :1] * 0.5 + 0.1  # (B, 1): a target the model can fit
-    return x, (x[:, -1, 0] * 10).long().clamp(max=9)  # (B,)
+        # A next close the model can fit; the unfitted scaling is the identity.
+        ref = torch.ones(n, dtype=torch.float64)
+        return PriceWindows(x.double(), ref, (x[:, -1, 0] * 0.5 + 0.1).double())
+    return Images(x, (x[:, -1, 0] * 10).long().clamp(max=9))  # (B,) labels
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -25,20 +28,20 @@ def test_forward_loss_and_one_step(backbone: str, readout: str, task: str) -> No
     torch.manual_seed(0)
     model = RecurrentModel(backbone=backbone, hidden_size=6, num_layers=2, readout=readout, task=task,
                            input_size=4, sequence_length=5, num_outputs=TASKS[task], lr=1e-3)
-    x, y = batch_for(task)
-    out = model(x)
+    batch = batch_for(task)
+    out = model.outputs(batch)
     assert out.shape == (16, TASKS[task]) and out.dtype == torch.float32
-    hidden = model.backbone(x)
+    hidden = model.backbone(model.inputs(batch))
     directions = 2 if backbone == "bilstm" else 1
     assert hidden.shape == (16, 5, 6 * directions)
 
     optimizer = model.configure_optimizers()
-    loss = model.head.criterion(out, y)
+    loss = model.head.loss(out, batch, model.scaling)
     assert torch.isfinite(loss)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    assert model.head.criterion(model(x), y) < loss
+    assert model.head.loss(model.outputs(batch), batch, model.scaling) < loss
 
 
 def test_bidirectional_flag_doubles_width() -> None:

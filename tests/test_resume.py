@@ -58,10 +58,18 @@ def bump_first_volume(csv: Path) -> None:
     frame.to_csv(csv, index=False)
 
 
-def fresh_scaling(csv: Path, split: int) -> dict:
+def fresh_scaling(csv: Path, split: int) -> list[float]:
+    """The input scaling a fit on ``csv`` would fit now: per-column minima, then spans."""
     dm = KospiDataModule(str(csv), split=split, val_size=20)
     dm.setup("fit")
-    return dm.state_dict()["scaling"]
+    fitted = dm.fitted_scaling()
+    return fitted["feature_min"].tolist() + (fitted["feature_max"] - fitted["feature_min"]).tolist()
+
+
+def saved_scaling(checkpoint: dict) -> list[float]:
+    """The input scaling the model carries in a checkpoint: per-column minima, then spans."""
+    state = checkpoint["state_dict"]
+    return state["scaling.feature_min"].tolist() + state["scaling.feature_span"].tolist()
 
 
 def epoch_end_steps(epochs: list[int], batches: int) -> list[int]:
@@ -76,8 +84,8 @@ def check_resumed_run(run_dir: Path, resumed_from: dict, max_epochs: int, batche
     final = load(run_dir / "checkpoints" / "last.ckpt")
     assert final["epoch"] == max_epochs - 1
     assert final["global_step"] == max_epochs * batches
-    # The scaler came from the checkpoint, not from refitting on the (changed) CSV.
-    assert final["KospiDataModule"] == resumed_from["KospiDataModule"]
+    # The scaling came from the checkpoint, not from refitting on the (changed) CSV.
+    assert saved_scaling(final) == saved_scaling(resumed_from)
 
     resumed = event_scalars(event_files(run_dir)[-1])
     epochs = list(range(first, max_epochs))
@@ -100,7 +108,7 @@ def test_resume_continues_epochs_steps_and_folder(tmp_path: Path) -> None:
     assert (after_two["epoch"], after_two["global_step"]) == (1, 4)
 
     bump_first_volume(csv)
-    assert fresh_scaling(csv, 50) != after_two["KospiDataModule"]["scaling"]
+    assert fresh_scaling(csv, 50) != saved_scaling(after_two)
     run_cli(*fit_args(csv, root, 4, 50, "--ckpt_path", run_dir / "checkpoints" / "last.ckpt"))
 
     assert only_version_dir(root) == run_dir  # no version_1: the resumed epochs joined their run
@@ -153,25 +161,22 @@ def test_crash_while_saving_keeps_the_previous_last_ckpt(tmp_path: Path, monkeyp
     assert list(checkpoints.glob(".*.partial"))  # the torn bytes went to the temporary file only
 
 
-def test_last_ckpt_is_the_best_file_when_both_hold_one_step(kospi_csv: Path, tmp_path: Path) -> None:
-    """An epoch that saves a top-k checkpoint writes its bytes once: last.ckpt is then a hard link of that
-    file, a complete checkpoint of the epoch that resumes in place (not as last-v1.ckpt), and replacing
-    last.ckpt later leaves the top-k file intact."""
+def test_last_ckpt_is_rewritten_in_place_and_top_k_files_stay(kospi_csv: Path, tmp_path: Path) -> None:
+    """last.ckpt is a whole checkpoint of the latest epoch, next to the top-k files; a resume refreshes it
+    in place (not as last-v1.ckpt) and leaves the earlier top-k files as they were."""
     root = tmp_path / "runs"
     keep_all = ("--checkpoint.save_top_k", "-1")  # every epoch is a top-k checkpoint
     run_cli(*fit_args(kospi_csv, root, 3, 50, *keep_all))
     checkpoints = only_version_dir(root) / "checkpoints"
     last = checkpoints / "last.ckpt"
-    assert os.path.samefile(last, checkpoints / "best-epoch=002.ckpt")
     saved = load(last)
     assert (saved["epoch"], saved["global_step"]) == (2, 6)
-    state = next(iter(saved["callbacks"].values()))
-    assert state["last_model_path"] == str(last)  # what a resume needs to refresh this file, not start last-v1
+    assert load(checkpoints / "best-epoch=002.ckpt")["global_step"] == 6
 
     run_cli(*fit_args(kospi_csv, root, 4, 50, *keep_all, "--ckpt_path", last))
     assert sorted(p.name for p in checkpoints.glob("last*")) == ["last.ckpt"]
-    assert os.path.samefile(last, checkpoints / "best-epoch=003.ckpt")
     assert load(last)["epoch"] == 3
+    assert load(checkpoints / "best-epoch=003.ckpt")["epoch"] == 3
     assert load(checkpoints / "best-epoch=002.ckpt")["epoch"] == 2
 
 
@@ -213,7 +218,7 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
     assert killed["global_step"] == (killed["epoch"] + 1) * 9
 
     bump_first_volume(csv)
-    assert fresh_scaling(csv, split) != killed["KospiDataModule"]["scaling"]
+    assert fresh_scaling(csv, split) != saved_scaling(killed)
     run_cli(*fit_args(csv, root, max_epochs, split, "--ckpt_path", last))
     run_dir = only_version_dir(root)
     check_resumed_run(run_dir, killed, max_epochs=max_epochs, batches=9)

@@ -17,10 +17,13 @@ from helpers import (
     write_idx,
     write_mnist_dir,
 )
+from PIL import Image
+from torchvision.transforms import ToTensor
 
 from rnn_lightning import RowMNISTDataModule, UserInputError
 from rnn_lightning.data import rows
 from rnn_lightning.data.rows import read_idx
+from rnn_lightning.models.scaling import PixelScaling
 
 MNIST_CONFIG = CONFIGS / "mnist_bilstm.yaml"
 
@@ -43,21 +46,22 @@ def test_truncated_idx_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("gz", [True, False])
-def test_batches_are_float_rows_and_int64_labels(tmp_path: Path, gz: bool) -> None:
+def test_batches_are_uint8_rows_and_int64_labels(tmp_path: Path, gz: bool) -> None:
     root = write_mnist_dir(tmp_path, gz=gz, n_train=100, n_test=30)
     dm = RowMNISTDataModule(data_dir=str(root), download=False, val_size=0.2, batch_size=16)
     dm.setup("fit")
     dm.setup("test")
-    x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (16, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
-    assert y.shape == (16,) and y.dtype == torch.int64
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.x.shape == (16, 28, 28) and batch.x.dtype == torch.uint8  # the model scales them itself
+    assert batch.y.shape == (16,) and batch.y.dtype == torch.int64
     sizes = [len(dm.split_tensors(name)[1]) for name in ("train", "val", "test")]
     assert sizes == [80, 20, 30]
-    # The whole-batch conversion equals torchvision's per-image ToTensor scaling.
+    # The model's whole-batch conversion equals torchvision's per-image ToTensor scaling.
     images, labels = dm.split_tensors("test")
-    first_x, first_y = next(iter(dm.test_dataloader()))
-    torch.testing.assert_close(first_x[0], images[0].float() / 255)
-    assert torch.equal(first_y, labels[:16])
+    first = next(iter(dm.test_dataloader()))
+    to_tensor = ToTensor()(Image.fromarray(images[0].numpy()))[0]  # (28, 28) float32 in [0, 1]
+    torch.testing.assert_close(PixelScaling().scale_inputs(first.x)[0], to_tensor, rtol=0, atol=0)
+    assert torch.equal(first.y, labels[:16])
 
 
 def test_fashion_mnist_layout(tmp_path: Path) -> None:

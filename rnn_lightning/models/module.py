@@ -27,6 +27,16 @@ READOUTS = ("flatten", "last")
 OUTPUT_ACTIVATIONS: dict[str, type[nn.Module]] = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
+def resolve_head(head: str, task: str) -> str:
+    """The head's registry name: ``auto`` is the task's default; a head of another task is an error."""
+    head = default_head(task) if head == "auto" else head
+    check_choice("head", head, HEADS)
+    serves = HEADS[head][0]
+    if serves != task:
+        raise UserInputError(f"head {head!r} is for {serves}, but the data is a {task} task")
+    return head
+
+
 def build_scaling(task: str, input_size: int, spec: dict[str, Any] | None) -> nn.Module:
     """The scaling module a data module's ``scaling_spec`` describes (None: the task's plain default)."""
     if task == "classification":
@@ -102,12 +112,9 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         check_choice("readout", readout, READOUTS)
         check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
         check_choice("task", task, TASKS)
-        head = default_head(task) if head == "auto" else head
-        check_choice("head", head, HEADS)
-        serves, head_class = HEADS[head]
-        if serves != task:
-            raise UserInputError(f"head {head!r} is for {serves}, but the data is a {task} task")
         self.save_hyperparameters()
+        head = resolve_head(head, task)
+        head_class = HEADS[head][1]
         self.scaling = build_scaling(task, input_size, scaling_spec)
         self.backbone = RecurrentBackbone(
             backbone, input_size, hidden_size, num_layers, dropout, bidirectional, parallel_directions
@@ -212,12 +219,16 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
 
     def check_checkpoint(self, checkpoint: dict[str, Any], source: str = "the checkpoint") -> None:
         """Raise :class:`UserInputError` naming every size or choice in which ``checkpoint`` differs from this model."""
-        saved = checkpoint.get("hyper_parameters", {})
+        saved = dict(checkpoint.get("hyper_parameters", {}))
+        mine = dict(self.hparams)
+        if "task" in saved:  # compare heads by what "auto" stood for
+            saved["head"] = resolve_head(saved.get("head", "auto"), saved["task"])
+            mine["head"] = resolve_head(mine["head"], mine["task"])
         keys = ("task", "backbone", "input_size", "sequence_length", "num_outputs", "hidden_size",
                 "num_layers", "readout", "bidirectional", "head")
-        differ = [k for k in keys if k in saved and saved[k] != self.hparams[k]]
+        differ = [k for k in keys if k in saved and saved[k] != mine[k]]
         if differ:
-            pairs = ", ".join(f"{k}: checkpoint {saved[k]!r} vs config {self.hparams[k]!r}" for k in differ)
+            pairs = ", ".join(f"{k}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in differ)
             raise UserInputError(
                 f"{source} does not fit this model ({pairs}); pass the settings it was trained with, "
                 "e.g. the config.yaml saved in its run folder"
