@@ -292,7 +292,9 @@ class RnnLightningCLI(LightningCLI):
         score = results[0].get("val_loss") if results else None
         if score is None or best.dirpath is None:
             return
-        filepath = os.path.join(best.dirpath, best.format_checkpoint_name({"epoch": 0, "step": 0, "val_loss": score}))
+        name = best.format_checkpoint_name({"epoch": 0, "step": 0, "val_loss": score})
+        # "-initial": the first trained epoch's own file (epoch 0 too) must not take its name.
+        filepath = os.path.join(best.dirpath, os.path.basename(name).removesuffix(".ckpt") + "-initial.ckpt")
         self.trainer.save_checkpoint(filepath)
         best.adopt(filepath, torch.tensor(score))
         # The folder now holds that file, on purpose: not worth ModelCheckpoint's warning.

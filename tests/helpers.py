@@ -100,3 +100,18 @@ def scalars(path: Path) -> dict[str, list[float]]:
     """Every scalar tag under ``path`` and its values in step order."""
     loaded = events(path, scalars=0)
     return {tag: [e.value for e in loaded.Scalars(tag)] for tag in loaded.Tags()["scalars"]}
+
+
+def fitted_scaling_module(datamodule):
+    """The model-side scaling a fit on ``datamodule`` (already set up) would carry."""
+    from rnn_lightning.models.scaling import PriceScaling
+
+    scaling = PriceScaling(**datamodule.scaling_spec)
+    scaling.set_fitted(**datamodule.fitted_scaling())
+    return scaling
+
+
+def fitted_numbers(datamodule) -> dict[str, list[float]]:
+    """``datamodule.fitted_scaling()`` as plain lists, for equality checks."""
+    fitted = datamodule.fitted_scaling()
+    return {k: (v.tolist() if hasattr(v, "tolist") else [float(v)]) for k, v in fitted.items()}

@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import KOSPI_CSV, write_price_csv
+from helpers import (
+    CONFIGS,
+    KOSPI_CSV,
+    fitted_numbers,
+    fitted_scaling_module,
+    only_version_dir,
+    run_cli,
+    write_price_csv,
+)
 
 from rnn_lightning import KospiDataModule, RecurrentModel
 from rnn_lightning.data.kospi import make_windows
@@ -43,16 +51,21 @@ def test_datamodule_windows_targets_and_split(kospi_csv: Path) -> None:
     scaled_close = (close - close.min()) / (close.max() - close.min())
     x_loop, y_loop = loop_windows(scaled, scaled_close, 5)
 
-    x, y, ref, actual = dm._all_windows()
-    assert x.shape == (75, 5, 4) and x.dtype == torch.float32 and y.shape == (75, 1)
+    windows = dm.windows()
+    assert windows.x.shape == (75, 5, 4) and windows.x.dtype == torch.float64  # raw, in the CSV's units
+    np.testing.assert_array_equal(windows.x.numpy(), loop_windows(frame[columns].to_numpy(), close, 5)[0])
+    np.testing.assert_array_equal(windows.close.numpy(), close[5:])
+    np.testing.assert_array_equal(windows.ref.numpy(), close[4:-1])
+    # The model's scaling, fitted by the data module, gives the tutorial's scaled windows and targets.
+    scaling = fitted_scaling_module(dm)
+    x = scaling.scale_inputs(windows.x, windows.ref)
+    assert x.dtype == torch.float32
     np.testing.assert_allclose(x.numpy(), x_loop, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(y[:, 0].numpy(), y_loop, rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(actual.numpy(), close[5:])
-    np.testing.assert_array_equal(ref.numpy(), close[4:-1])
-    sizes = {name: len(dm.split_tensors(name)[0]) for name in ("train", "val", "test")}
+    np.testing.assert_allclose(scaling.scale_targets(windows.close, windows.ref).numpy(), y_loop, rtol=0, atol=1e-6)
+    sizes = {name: len(dm.windows(name).x) for name in ("train", "val", "test")}
     assert sizes == {"train": 40, "val": 10, "test": 25}
     # Chronological: validation follows training, test follows validation.
-    assert torch.equal(dm.split_tensors("val")[0][0], x[40]) and torch.equal(dm.split_tensors("test")[0][0], x[50])
+    assert torch.equal(dm.windows("val").x[0], windows.x[40]) and torch.equal(dm.windows("test").x[0], windows.x[50])
 
 
 def test_scaler_sees_only_training_rows(tmp_path: Path) -> None:
@@ -62,9 +75,10 @@ def test_scaler_sees_only_training_rows(tmp_path: Path) -> None:
     dm.setup("fit")
     frame = pd.read_csv(csv)
     train_rows = dm.num_train + dm.sequence_length  # 40 windows use rows 0..44
-    assert dm.scaling.feature_min == frame[dm.features][:train_rows].min().tolist()
-    assert dm.scaling.feature_max == frame[dm.features][:train_rows].max().tolist()
-    assert dm.scaling.target_offset == frame["Close"][:train_rows].min()
+    fitted = fitted_numbers(dm)
+    assert fitted["feature_min"] == frame[dm.features][:train_rows].min().tolist()
+    assert fitted["feature_max"] == frame[dm.features][:train_rows].max().tolist()
+    assert fitted["target_offset"] == [frame["Close"][:train_rows].min()]
 
     changed = frame.copy()
     changed.loc[train_rows:, ["Open", "High", "Low", "Close", "Adj Close"]] *= 3.0
@@ -72,11 +86,11 @@ def test_scaler_sees_only_training_rows(tmp_path: Path) -> None:
     changed.to_csv(tmp_path / "b.csv", index=False)
     other = KospiDataModule(str(tmp_path / "b.csv"), split=50, val_size=10)
     other.setup("fit")
-    assert other.scaling == dm.scaling
+    assert fitted_numbers(other) == fitted
     # The tutorial's scaler_fit=all does see them.
     leaky = KospiDataModule(str(tmp_path / "b.csv"), split=50, val_size=10, scaler_fit="all")
     leaky.setup("fit")
-    assert leaky.scaling != dm.scaling
+    assert fitted_numbers(leaky) != fitted
 
 
 def test_checkpoint_carries_the_scaler(tmp_path: Path) -> None:
@@ -98,7 +112,10 @@ def test_checkpoint_carries_the_scaler(tmp_path: Path) -> None:
     assert torch.equal(restored.fc.weight, model.fc.weight)
     tester = pl.Trainer(default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
     tester.test(restored, datamodule=fresh, ckpt_path=ckpt, verbose=False)
-    assert fresh.scaling == dm.scaling
+    # The model tested with the training run's scaling, not with one refitted on the shifted rows.
+    for name, buffer in model.scaling.state_dict().items():
+        assert torch.equal(restored.scaling.state_dict()[name], buffer), name
+    assert fitted_numbers(fresh)["feature_min"] != restored.scaling.feature_min.tolist()
 
 
 def test_tutorial_counts_and_scaled_values() -> None:
@@ -106,12 +123,12 @@ def test_tutorial_counts_and_scaled_values() -> None:
     dm = KospiDataModule(str(KOSPI_CSV), split=200, val_size=0, scaler_fit="all")
     dm.setup("fit")
     assert (len(dm.close), dm.num_windows, dm.num_train, dm.num_windows - dm.num_train) == (431, 426, 200, 226)
-    open_scaled = dm.scaling.scale_features(dm.raw_features[:2])[:, 0]
-    np.testing.assert_allclose(open_scaled, [0.722898, 0.763058], atol=5e-7)
-    close_scaled = dm.scaling.scale_target(dm.close[:5])
-    np.testing.assert_allclose(close_scaled, [0.759235, 0.757866, 0.756456, 0.756415, 0.729669], atol=5e-7)
-    _, y, _, _ = dm._all_windows()
-    assert y[0, 0].item() == pytest.approx(dm.scaling.scale_target(dm.close[5]), abs=1e-6)
+    scaling = fitted_scaling_module(dm)
+    first = dm.windows(slice(0, 1))
+    open_scaled = scaling.scale_inputs(first.x, first.ref)[0, :2, 0]
+    np.testing.assert_allclose(open_scaled.numpy(), [0.722898, 0.763058], atol=5e-7)
+    close_scaled = scaling.scale_targets(dm.close[:5], dm.close[:5])  # a level target ignores ref
+    np.testing.assert_allclose(close_scaled.numpy(), [0.759235, 0.757866, 0.756456, 0.756415, 0.729669], atol=5e-7)
 
 
 def test_trains_on_the_tutorial_csv(tmp_path: Path) -> None:
@@ -156,19 +173,17 @@ def test_split_too_small_for_the_devices(kospi_csv: Path) -> None:
 def test_untrained_model_competes_for_best(tmp_path: Path, include_initial: bool) -> None:
     """With include_initial, a model that starts as the naive forecast and then trains badly keeps its
     untrained state (all-zero head, step 0) as the best checkpoint; without it, best is a trained epoch."""
-    from rnn_lightning.checkpointing import RunCheckpoint
-
     csv = write_price_csv(tmp_path / "prices.csv")
-    dm = KospiDataModule(str(csv), split=50, val_size=10, features=["LogReturn"], target_transform="log_return")
+    root = tmp_path / "runs"
     # lr 5 wrecks the model in its first steps: validation can only get worse than the naive start.
-    model = RecurrentModel(backbone="gru", zero_init_head=True, lr=5.0, input_size=1)
-    checkpoint = RunCheckpoint(dirpath=tmp_path / "ckpt", filename="best-{epoch:03d}", include_initial=include_initial)
-    trainer = pl.Trainer(max_epochs=2, default_root_dir=tmp_path, enable_progress_bar=False, logger=False,
-                         enable_model_summary=False, callbacks=[checkpoint])
-    trainer.fit(model, datamodule=dm)
-    best = torch.load(checkpoint.best_model_path, weights_only=True)
+    run_cli("fit", "--config", CONFIGS / "kospi_gru_returns.yaml", "--data.csv_path", csv, "--data.split", "50",
+            "--data.val_size", "10", "--model.lr", "5.0", "--trainer.max_epochs", "2", "--plots.enabled", "false",
+            "--checkpoint.include_initial", str(include_initial).lower(), "--trainer.default_root_dir", root)
+    (best_path,) = (only_version_dir(root) / "checkpoints").glob("best-*.ckpt")
+    best = torch.load(best_path, weights_only=True)
     head = best["state_dict"]["fc.weight"]
     if include_initial:
         assert best["global_step"] == 0 and torch.count_nonzero(head) == 0
+        assert best_path.name == "best-epoch=000-initial.ckpt"
     else:
         assert best["global_step"] > 0 and torch.count_nonzero(head) > 0

@@ -6,16 +6,17 @@ transform added later is tested without touching this file.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import KOSPI_CSV, make_price_frame
+from helpers import KOSPI_CSV, fitted_numbers, fitted_scaling_module, make_price_frame
 
-from rnn_lightning.data.kospi import DERIVED_FEATURES, PRICE_COLUMNS, TARGET_TRANSFORMS, KospiDataModule
+from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.prices import DERIVED_FEATURES
+from rnn_lightning.models.scaling import PRICE_COLUMNS, TARGET_TRANSFORMS
 
 TRANSFORMS = sorted(TARGET_TRANSFORMS)
 NORMS = ("none", "last_close")
@@ -55,12 +56,13 @@ def test_transform_inverts_its_forward_exactly(name: str) -> None:
     ref = 2000 * np.exp(rng.normal(0, 0.2, 500))
     close = ref * np.exp(rng.normal(0, 0.03, 500))
     transform = TARGET_TRANSFORMS[name]
-    back = transform.inverse(torch.from_numpy(transform.forward(close, ref)), torch.from_numpy(ref))
+    close, ref = torch.from_numpy(close), torch.from_numpy(ref)
+    back = transform.inverse(transform.forward(close, ref), ref)
     assert back.dtype == torch.float64
-    torch.testing.assert_close(back, torch.from_numpy(close), rtol=1e-13, atol=0)
+    torch.testing.assert_close(back, close, rtol=1e-13, atol=0)
     if transform.centred_at_zero:
-        persistence = transform.inverse(torch.zeros(500, dtype=torch.float64), torch.from_numpy(ref))
-        assert torch.equal(persistence, torch.from_numpy(ref))
+        persistence = transform.inverse(torch.zeros(500, dtype=torch.float64), ref)
+        assert torch.equal(persistence, ref)
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=combo_id)
@@ -68,27 +70,32 @@ def test_to_price_recovers_the_true_close(combo: tuple, kospi_csv: Path) -> None
     """Scale the module's own targets, then ``to_price``: the true next-day close, in every split."""
     transform, norm, features = combo
     dm = fitted_module(kospi_csv, target_transform=transform, window_norm=norm, features=features)
-    scaled = torch.from_numpy(dm.scaling.scale_target(dm._raw_targets()))  # (W,) float64
-    ref = torch.from_numpy(dm._references())
-    true_close = torch.from_numpy(dm.close[dm.sequence_length :].copy())
-    torch.testing.assert_close(dm.to_price(scaled, ref), true_close, rtol=1e-12, atol=0)
+    scaling = fitted_scaling_module(dm)
+    windows = dm.windows()
+    unscaled = scaling.targets(windows.close, windows.ref)  # (W,) float64
+    scaled = (unscaled - scaling.target_offset) / scaling.target_scale
+    torch.testing.assert_close(scaling.to_price(scaled, windows.ref), windows.close, rtol=1e-12, atol=0)
     # The float32 targets the model trains on come back within float32 precision, split by split.
     for split in ("train", "val", "test"):
-        _, y, ref_split, close_split = dm.split_tensors(split)
-        assert y.dtype == torch.float32 and close_split.dtype == torch.float64
-        torch.testing.assert_close(dm.to_price(y, ref_split), close_split, rtol=1e-5, atol=0)
+        part = dm.windows(split)
+        y = scaling.scale_targets(part.close, part.ref)
+        assert y.dtype == torch.float32 and part.close.dtype == torch.float64
+        torch.testing.assert_close(scaling.to_price(y, part.ref), part.close, rtol=1e-5, atol=0)
     if TARGET_TRANSFORMS[transform].centred_at_zero:
-        assert dm.scaling.target_offset == 0.0
-        assert torch.equal(dm.to_price(torch.zeros(len(ref)), ref), ref)  # output 0 == persistence
+        assert float(scaling.target_offset) == 0.0
+        ref = windows.ref
+        assert torch.equal(scaling.to_price(torch.zeros(len(ref)), ref), ref)  # output 0 == persistence
 
 
 @pytest.mark.parametrize("features", FEATURE_SETS, ids=lambda f: f"{len(f)}f")
 def test_last_close_window_norm_inverts_to_the_raw_window(features: list[str], kospi_csv: Path) -> None:
     """Each window's price columns times (1 + its last close) give back the raw prices; others untouched."""
-    plain = fitted_module(kospi_csv, features=features, window_norm="none")
     normed = fitted_module(kospi_csv, features=features, window_norm="last_close")
-    raw, rel = plain._window_inputs(), normed._window_inputs()  # (W, T, F) each
-    ref = normed._references()[:, None]  # (W, 1)
+    scaling = fitted_scaling_module(normed)
+    windows = normed.windows()
+    raw = windows.x.numpy()  # (W, T, F)
+    rel = scaling.windows(windows.x, windows.ref).numpy()  # (W, T, F)
+    ref = windows.ref.numpy()[:, None]  # (W, 1)
     for j, name in enumerate(features):
         if name in PRICE_COLUMNS:
             np.testing.assert_allclose((rel[:, :, j] + 1.0) * ref, raw[:, :, j], rtol=1e-13, atol=0)
@@ -97,11 +104,12 @@ def test_last_close_window_norm_inverts_to_the_raw_window(features: list[str], k
         else:
             np.testing.assert_array_equal(rel[:, :, j], raw[:, :, j])
     # The forecast window (the CSV's last rows) is normalised the same way, against the last close.
-    last = normed.raw_features[-normed.sequence_length :].copy()  # (T, F)
+    tomorrow = normed.forecast_window()
+    last = normed.raw_features[-normed.sequence_length :].numpy().copy()  # (T, F)
     for j, name in enumerate(features):
         if name in PRICE_COLUMNS:
-            last[:, j] = last[:, j] / normed.close[-1] - 1.0
-    np.testing.assert_allclose(normed._window_inputs_last(), normed.scaling.scale_features(last), rtol=1e-13)
+            last[:, j] = last[:, j] / normed.close[-1].item() - 1.0
+    np.testing.assert_allclose(scaling.windows(tomorrow.x, tomorrow.ref)[0].numpy(), last, rtol=1e-13)
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=combo_id)
@@ -120,16 +128,16 @@ def test_scaling_ignores_rows_after_the_training_part(combo: tuple, tmp_path: Pa
     rows = base.fit_rows
     assert rows == base.num_train + base.sequence_length < len(frame)
     later = fitted(perturbed(frame, slice(rows, None)), "later")
-    assert asdict(later.scaling) == asdict(base.scaling)
-    for got, want in zip(later.split_tensors("train"), base.split_tensors("train"), strict=True):
+    assert fitted_numbers(later) == fitted_numbers(base)
+    for got, want in zip(later.windows("train"), base.windows("train"), strict=True):
         assert torch.equal(got, want)
     # The guard is sharp: the last row the training windows use (their last target) does count ...
     last_train_row = fitted(perturbed(frame, slice(rows - 1, rows)), "last_train_row")
-    assert asdict(last_train_row.scaling) != asdict(base.scaling)
+    assert fitted_numbers(last_train_row) != fitted_numbers(base)
     # ... and the tutorial's leaky scaler_fit=all sees the later rows.
     leaky = fitted(frame, "all", "all")
     leaky_later = fitted(perturbed(frame, slice(rows, None)), "all_later", "all")
-    assert asdict(leaky_later.scaling) != asdict(leaky.scaling)
+    assert fitted_numbers(leaky_later) != fitted_numbers(leaky)
 
 
 REAL = "real"
@@ -150,10 +158,12 @@ def test_tutorial_level_scaler_spans_exactly_the_training_rows(source: str, tmp_
     assert dm.fit_rows == 185
     frame = pd.read_csv(csv)
     train_rows = frame.iloc[:185]
-    assert dm.scaling.feature_min == train_rows[features].min().astype(float).tolist()
-    assert dm.scaling.feature_max == train_rows[features].max().astype(float).tolist()
-    assert dm.scaling.target_offset == train_rows["Close"].min()
-    assert dm.scaling.target_scale == train_rows["Close"].max() - train_rows["Close"].min()
+    fitted = fitted_numbers(dm)
+    assert fitted["feature_min"] == train_rows[features].min().astype(float).tolist()
+    assert fitted["feature_max"] == train_rows[features].max().astype(float).tolist()
+    assert fitted["target_offset"] == [train_rows["Close"].min()]
+    assert fitted["target_scale"] == [train_rows["Close"].max() - train_rows["Close"].min()]
     # Scaled training inputs lie in [0, 1]; the test period may leave that range.
-    x_train = dm.split_tensors("train")[0]
+    train = dm.windows("train")
+    x_train = fitted_scaling_module(dm).scale_inputs(train.x, train.ref)
     assert x_train.min() >= 0 and x_train.max() <= 1
