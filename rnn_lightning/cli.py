@@ -27,6 +27,7 @@ from rnn_lightning.checkpointing import AtomicCheckpointIO, BestCheckpoint, last
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.export import ExportSettings, run_export
+from rnn_lightning.export import check_settings as check_export_settings
 from rnn_lightning.models.module import RecurrentModel
 
 DEBUG_ENV = "RNN_LIGHTNING_DEBUG"
@@ -249,7 +250,13 @@ class RnnLightningCLI(LightningCLI):
             if state:
                 self.datamodule.load_state_dict(state)
 
-    before_validate = before_test = before_predict = before_export = before_fit
+    before_validate = before_test = before_predict = before_fit
+
+    def before_export(self) -> None:
+        # The export's own settings (format, folder, --ckpt_path, the installed extra) are checked first.
+        config = self.config_init[self.subcommand]
+        check_export_settings(config.get("export") or ExportSettings(), config.get("ckpt_path"))
+        self.before_fit()
 
     def before_backtest(self) -> None:
         self.before_fit()  # the same inputs as fit, checked before anything is written
