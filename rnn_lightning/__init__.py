@@ -1,5 +1,7 @@
 """Recurrent networks (RNN, LSTM, GRU, Bi-LSTM) for KOSPI forecasting and row-sequence MNIST, in Lightning."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from rnn_lightning.data.kospi import KospiDataModule
 from rnn_lightning.data.rows import RowMNISTDataModule
 from rnn_lightning.errors import UserInputError
@@ -14,4 +16,7 @@ __all__ = [
     "RowMNISTDataModule",
     "UserInputError",
 ]
-__version__ = "0.1.0"
+try:  # the one source of the version is pyproject.toml
+    __version__ = version("rnn-lightning")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

@@ -90,6 +90,8 @@ class BestCheckpoint(ModelCheckpoint):
     the final epoch of a fit always validates here (the Trainer's setting is restored when the fit ends).
     """
 
+    monitor: str | None
+
     def __init__(self, monitor: str | None = "auto", include_initial: bool = False, **kwargs: Any) -> None:
         super().__init__(monitor=monitor, **kwargs)
         self.include_initial = include_initial

@@ -59,7 +59,7 @@ class OneLineErrorParser(LightningArgumentParser):
             super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
         print(f"rnn-lightning: error: {_one_line(message)} (see {prog} --help)", file=sys.stderr)
-        self.exit(2)
+        raise SystemExit(2)
 
 
 def _user_input_error(err: BaseException | None) -> UserInputError | None:

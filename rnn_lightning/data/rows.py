@@ -78,12 +78,13 @@ class IdxSource:
     def find(self, data_dir: Path, split: str) -> tuple[Path, Path] | None:
         """The images and labels files of ``split``, raw or gzipped, or None when absent."""
         for folder in self.raw_dirs(data_dir):
-            found = []
-            for stem in SPLIT_FILES[split]:
-                candidates = [folder / stem, folder / f"{stem}.gz"]
-                found.append(next((c for c in candidates if c.is_file()), None))
-            if all(found):
-                return found[0], found[1]
+            found = [
+                next((c for c in (folder / stem, folder / f"{stem}.gz") if c.is_file()), None)
+                for stem in SPLIT_FILES[split]
+            ]
+            images, labels = found
+            if images is not None and labels is not None:
+                return images, labels
         return None
 
     def download(self, data_dir: Path) -> None:

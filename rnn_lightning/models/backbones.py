@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,7 @@ from rnn_lightning.models.parallel import bidirectional_forward, supports
 class BackboneSpec:
     """A torch recurrent layer class and whether the name implies both directions."""
 
-    layer: type[nn.RNNBase]
+    layer: Callable[..., nn.RNNBase]  # nn.RNN, nn.LSTM or nn.GRU
     bidirectional: bool = False
 
 
