@@ -302,7 +302,7 @@ class RnnLightningCLI(LightningCLI):
         name = best.format_checkpoint_name({"epoch": 0, "step": 0, "val_loss": score})
         # "-initial": the first trained epoch's own file (epoch 0 too) must not take its name.
         filepath = os.path.join(best.dirpath, os.path.basename(name).removesuffix(".ckpt") + "-initial.ckpt")
-        self.trainer.save_checkpoint(filepath)
+        self.trainer.save_checkpoint(filepath, weights_only=False)  # resumable, like every other checkpoint
         best.adopt(filepath, torch.tensor(score))
         # The folder now holds that file, on purpose: not worth ModelCheckpoint's warning.
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")

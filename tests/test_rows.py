@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,17 @@ def test_sample_model_on_the_official_test_split(tmp_path: Path) -> None:
     run_cli("test", "--config", MNIST_CONFIG, "--data.dataset", "mnist", "--data.data_dir", MNIST_TEST_DIR,
             "--data.download", "false", "--trainer.default_root_dir", test_root, "--ckpt_path", ckpt, *quiet)
     assert scalars(only_version_dir(test_root))["test_acc"][0] > 0.85
+
+
+def test_bf16_mixed_on_the_cpu(mnist_dir: Path, tmp_path: Path) -> None:
+    """``--trainer.precision bf16-mixed`` on a CPU without oneDNN's bf16 LSTM kernel (AVX2-only CPUs, or
+    ONEDNN_MAX_CPU_ISA=AVX2) used to end in "could not create a primitive descriptor"; the recurrent layers
+    now run in float32 under CPU autocast, with parallel_directions as configured."""
+    root = tmp_path / "runs"
+    common = ["--config", MNIST_CONFIG, "--data.data_dir", mnist_dir, "--data.download", "false",
+              "--trainer.default_root_dir", root, "--trainer.precision", "bf16-mixed",
+              "--model.hidden_size", "6", "--plots.enabled", "false"]
+    run_cli("fit", *common, "--trainer.max_epochs", "1", "--data.val_size", "40", "--data.batch_size", "32")
+    run_dir = only_version_dir(root)
+    assert all(math.isfinite(v) for v in scalars(run_dir)["train_loss"])
+    run_cli("test", *common, "--ckpt_path", run_dir / "checkpoints" / "last.ckpt")
