@@ -184,10 +184,11 @@ def plan_folds(num_windows: int, settings: BacktestSettings, val_size: int | flo
     for k in range(settings.folds):
         origin = first_origin + k * settings.test_size
         train_stop = origin - gap
-        start = 0 if settings.window == "expanding" else train_stop - settings.train_size
+        sliding = settings.train_size or 0  # check_settings: set exactly when the window slides
+        start = 0 if settings.window == "expanding" else train_stop - sliding
         part = train_stop - start
         if k == 0 and (start < 0 or part < 2):
-            need = (settings.train_size if settings.window == "sliding" else 2) + gap
+            need = (sliding if settings.window == "sliding" else 2) + gap
             raise UserInputError(
                 f"backtest.folds x backtest.test_size = {settings.folds} x {settings.test_size} = {test_windows} "
                 f"test windows leave {max(first_origin - gap, 0)} training windows before the first fold, "
@@ -415,7 +416,7 @@ def cumulative_plot(table: pd.DataFrame, summary: dict[str, Any]) -> Any:
     from matplotlib.figure import Figure
 
     dates = pd.to_datetime(table["date"]).to_numpy()
-    gain = np.cumsum((table["naive"] - table["actual"]) ** 2 - (table["predicted"] - table["actual"]) ** 2)
+    gain = ((table["naive"] - table["actual"]) ** 2 - (table["predicted"] - table["actual"]) ** 2).cumsum()
     fig = Figure(figsize=(12, 5))
     fig.subplots_adjust(left=0.08, right=0.98, top=0.9, bottom=0.1)
     ax = fig.subplots()
@@ -632,13 +633,14 @@ def run_backtest(cli: RnnLightningCLI, model: Any, datamodule: Any, settings: Ba
             fold_dir.mkdir(parents=True, exist_ok=True)
             rows.to_csv(fold_dir / FOLD_ROWS, index=False)  # full precision: merge rebuilds the outputs from it
             metrics = fold_metrics(rows)
-            meta = {"fold": fold.index, "windows": asdict(fold), "dates": fold_dates(datamodule, fold),
+            dates = fold_dates(datamodule, fold)
+            meta: dict[str, Any] = {"fold": fold.index, "windows": asdict(fold), "dates": dates,
                     "rmse": metrics["rmse"], "naive_rmse": metrics["naive_rmse"],
                     "settings": asdict(settings) | {"shard": None, "merge": None}, "signature": signature}
             (fold_dir / FOLD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
             fold_dirs.append(fold_dir)
             metas.append(meta)
-            print(f"backtest: fold {fold.index} ({meta['dates']['test_start']}..{meta['dates']['test_end']}): "
+            print(f"backtest: fold {fold.index} ({dates['test_start']}..{dates['test_end']}): "
                   f"RMSE {metrics['rmse']:,.3f}, naive {metrics['naive_rmse']:,.3f}, "
                   f"ratio {metrics['rmse_ratio']:.4f}")
     if settings.shard is not None:

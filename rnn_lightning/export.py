@@ -177,6 +177,7 @@ def run_export(cli: RnnLightningCLI, model: Any, datamodule: Any, ckpt_path: str
             the checkpoint (then no file is left).
     """
     path = check_settings(settings, ckpt_path)
+    assert ckpt_path is not None  # check_settings refuses a missing one
     load_checkpoint(model, ckpt_path)
     wrapper = serving_module(model)
     inputs = split_inputs(model, datamodule)
@@ -245,6 +246,7 @@ def split_inputs(model: nn.Module, datamodule: Any) -> tuple[Tensor, ...]:
     """The exported graph's inputs for :func:`check_batch`, in its input order."""
     if isinstance(model.scaling, PriceScaling):
         windows = check_batch(model, datamodule)
+        assert isinstance(windows, PriceWindows)
         x, ref = windows.x.to(torch.float64), windows.ref.to(torch.float64)
         needs = model.scaling.target_transform != "level" or model.scaling.window_norm != "none"
         return (x, ref) if needs else (x,)
@@ -322,6 +324,7 @@ def write_onnx(wrapper: nn.Module, inputs: tuple[Tensor, ...], metadata: dict[st
             external_data=False,
             verbose=False,
         )
+    assert program is not None  # torch.onnx.export(dynamo=True) returns the program
     proto = program.model_proto
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
     proto.producer_name = "rnn-lightning"
