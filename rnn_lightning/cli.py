@@ -261,19 +261,13 @@ class RnnLightningCLI(LightningCLI):
     def before_backtest(self) -> None:
         self.before_fit()  # the same inputs as fit, checked before anything is written
 
-    def backtest(
-        self, model: LightningModule, datamodule: Any = None, backtest: BacktestSettings | None = None
-    ) -> None:
-        run_backtest(self, model, datamodule, backtest or BacktestSettings())
+    # The arguments are RnnTrainer.backtest's and RnnTrainer.export's, which LightningCLI parsed.
+    def backtest(self, model: LightningModule, **kwargs: Any) -> None:
+        run_backtest(self, model, kwargs.get("datamodule"), kwargs.get("backtest") or BacktestSettings())
 
-    def export(
-        self,
-        model: LightningModule,
-        datamodule: Any = None,
-        ckpt_path: str | None = None,
-        export: ExportSettings | None = None,
-    ) -> None:
-        run_export(self, model, datamodule, ckpt_path, export or ExportSettings())
+    def export(self, model: LightningModule, **kwargs: Any) -> None:
+        settings = kwargs.get("export") or ExportSettings()
+        run_export(self, model, kwargs.get("datamodule"), kwargs.get("ckpt_path"), settings)
 
     def fit(self, model: LightningModule, **kwargs) -> None:
         """``Trainer.fit``, after validating the untrained model when ``checkpoint.include_initial`` asks."""
