@@ -51,8 +51,11 @@ def render(figure: Figure, dpi: int = PLOT_DPI) -> np.ndarray:
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 as PNG bytes. Level 1: a fifth of the encoding time of the default level, and
-    these flat-coloured plots hardly compress better."""
+    """(H, W, 3) uint8 as PNG bytes.
+
+    Level 1: a fifth of the encoding time of the default level, and these flat-coloured plots hardly
+    compress better.
+    """
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

@@ -114,8 +114,10 @@ class BestCheckpoint(ModelCheckpoint):
             trainer.check_val_every_n_epoch, self._every_n_val = self._every_n_val, None
 
     def adopt(self, filepath: str, score: torch.Tensor) -> None:
-        """Enter an already saved checkpoint as the best so far, through the public top-k attributes:
-        a later epoch replaces it (and deletes its file) only if it scores better."""
+        """Enter an already saved checkpoint as the best so far, through the public top-k attributes.
+
+        A later epoch replaces it (and deletes its file) only if it scores better.
+        """
         self.best_k_models = {filepath: score}
         self.kth_best_model_path = self.best_model_path = filepath
         self.kth_value = self.best_model_score = score

@@ -39,7 +39,7 @@ TYPE_ERROR = re.compile(r"Expected a (?:<class '([\w.]+)'>|typing\.Literal\[(.*)
 
 
 def _one_line(message: str) -> str:
-    """jsonargparse's multi-line type error as one line, e.g. ``data.batch_size: expected int, got 2.5``."""
+    """Jsonargparse's multi-line type error as one line, e.g. ``data.batch_size: expected int, got 2.5``."""
     keys = re.findall(r'Parser key "([^"]+)"', message)
     expected = re.search(TYPE_ERROR, message)
     if keys and expected:

@@ -234,8 +234,11 @@ def serving_module(model: nn.Module) -> PriceForecaster | ImageClassifier:
 
 
 def check_batch(model: nn.Module, datamodule: Any) -> PriceWindows | Images:
-    """The raw samples the file is checked on: for prices every window then tomorrow's (what ``predict``
-    forecasts, a few hundred), for images the test split."""
+    """The raw samples the file is checked on.
+
+    For prices every window then tomorrow's (what ``predict`` forecasts, a few hundred), for images the
+    test split.
+    """
     if isinstance(model.scaling, PriceScaling):
         every, tomorrow = datamodule.windows(), datamodule.forecast_window()
         return PriceWindows(*(torch.cat([a, b]) for a, b in zip(every, tomorrow, strict=True)))
@@ -425,8 +428,10 @@ def temporary_path(path: Path) -> Path:
 
 @contextlib.contextmanager
 def speedups_off() -> Iterator[None]:
-    """Without :mod:`rnn_lightning.speedups` (``parallel_directions``' threaded path cannot be traced):
-    the recurrent layers run as nn's own modules, whose standard ops the exporters know."""
+    """Run without :mod:`rnn_lightning.speedups`, whose threaded ``parallel_directions`` cannot be traced.
+
+    The recurrent layers then run as nn's own modules, whose standard ops the exporters know.
+    """
     was = speedups.enabled()
     speedups.set_enabled(False)
     try:

@@ -95,6 +95,7 @@ def _date(text: str) -> date:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``rnn-lightning-data`` command line."""
     parser = argparse.ArgumentParser(
         prog="rnn-lightning-data",
         description="Download a daily price CSV in the Yahoo layout (needs: pip install -e \".[data]\").",

@@ -1,5 +1,7 @@
-"""Recurrent backbones chosen by name: each maps a batch ``(B, T, F)`` to per-step outputs
-``(B, T, H*dirs)``."""
+"""Recurrent backbones chosen by name.
+
+Each maps a batch ``(B, T, F)`` to per-step outputs ``(B, T, H*dirs)``.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The row-sequence MNIST task's figures and prediction rows: a confusion matrix, the misclassified images,
-and ``predictions.csv`` with every class's probability."""
+"""The row-sequence MNIST task's figures and prediction rows.
+
+A confusion matrix, the misclassified images, and ``predictions.csv`` with every class's probability.
+"""
 
 from __future__ import annotations
 
@@ -81,4 +83,5 @@ def table(datamodule: RowMNISTDataModule, outputs: dict[str, Tensor]) -> pd.Data
 
 
 def summary(table: pd.DataFrame) -> str:
+    """The line ``predict`` prints: the accuracy over the predicted images."""
     return f"accuracy {(table['predicted'] == table['actual']).mean():.2%} on {len(table):,} images"
