@@ -11,6 +11,7 @@ The scaling lives in the model's ``state_dict``, so a checkpoint alone turns raw
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -20,7 +21,15 @@ from torch import Tensor, nn
 from rnn_lightning import speedups
 from rnn_lightning.errors import UserInputError, check_choice, check_positive
 from rnn_lightning.models.backbones import BACKBONES, RecurrentBackbone
-from rnn_lightning.models.heads import HEADS, TASKS, default_head
+from rnn_lightning.models.heads import (
+    DEFAULT_QUANTILES,
+    HEADS,
+    TASKS,
+    DistributionHead,
+    Head,
+    check_quantiles,
+    default_head,
+)
 from rnn_lightning.models.scaling import PixelScaling, PriceScaling
 
 READOUTS = ("flatten", "last")
@@ -66,11 +75,14 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             that is the persistence forecast, which training must then improve on.
         lr: Adam's learning rate.
         weight_decay: Adam's L2 penalty.
-        head: ``point`` (regression) or ``classification``; ``auto`` takes the task's default head.
+        head: ``point``, ``quantile`` or ``gaussian`` (regression; docs/forecasting.md) or
+            ``classification``; ``auto`` takes the task's default head (``point``, ``classification``).
+        quantiles: The ``quantile`` and ``gaussian`` heads' levels, increasing in (0, 1): their forecast
+            quantiles, pinball loss and central interval (lowest to highest level). Unused by the others.
         task: ``regression`` or ``classification``; linked from the data module.
         input_size: Features per time step; linked from the data module.
         sequence_length: Time steps per sample; linked from the data module.
-        num_outputs: Regression targets or classes; linked from the data module.
+        num_outputs: Days ahead (the data module's ``horizon``) or classes; linked from the data module.
         scaling_spec: How raw inputs are scaled and outputs turned back into the data's units (features,
             target transform, window normalisation); linked from the data module, which also fits it.
     """
@@ -89,6 +101,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         head: str = "auto",
+        quantiles: Sequence[float] = DEFAULT_QUANTILES,
         task: Literal["regression", "classification"] = "regression",
         input_size: int = 4,
         sequence_length: int = 5,
@@ -112,14 +125,20 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         check_choice("readout", readout, READOUTS)
         check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
         check_choice("task", task, TASKS)
+        quantiles = check_quantiles(quantiles)
         self.save_hyperparameters()
+        self.hparams.quantiles = quantiles  # a list of floats, however the config spelled it
         head = resolve_head(head, task)
         head_class = HEADS[head][1]
         self.scaling = build_scaling(task, input_size, scaling_spec)
         self.backbone = RecurrentBackbone(
             backbone, input_size, hidden_size, num_layers, dropout, bidirectional, parallel_directions
         )
-        self.head = head_class(num_outputs) if task == "classification" else head_class()
+        self.head: Head = (
+            head_class(num_outputs, quantiles)  # a DistributionHead's signature
+            if issubclass(head_class, DistributionHead)
+            else head_class(num_outputs)  # type: ignore[call-arg]  # PointHead(horizon), ClassificationHead(classes)
+        )
         width = self.backbone.output_size * (sequence_length if readout == "flatten" else 1)
         self.fc = nn.Linear(width, self.head.output_size(num_outputs))
         if zero_init_head:
@@ -147,15 +166,22 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         return self(self.inputs(batch))
 
     def setup(self, stage: str) -> None:
-        """Take the scaling the data module fitted on its training rows: always when fitting (a resumed
-        fit's checkpoint, restored after this hook, brings the same), otherwise only when the model has
-        none yet (a checkpoint restored after this hook replaces it)."""
+        """Take the scaling (and naive distribution) the data module fitted on its training rows.
+
+        Always when fitting (a resumed fit's checkpoint, restored after this hook, brings the same),
+        otherwise only when the model has none yet (a checkpoint restored after this hook replaces it).
+        """
         datamodule = getattr(self.trainer, "datamodule", None)
         fitted = getattr(datamodule, "fitted_scaling", None)
         if not isinstance(self.scaling, PriceScaling) or not callable(fitted):
             return
         if stage == "fit" or not bool(self.scaling.fitted):
             self.scaling.set_fitted(**fitted())
+        # The naive distribution of the quantile and Gaussian heads: fitted on the training windows' moves.
+        moves = getattr(datamodule, "training_moves", None)
+        if isinstance(self.head, DistributionHead) and callable(moves):
+            if stage == "fit" or not bool(self.head.naive_fitted):
+                self.head.fit_naive(moves())
 
     def _step(self, stage: str, batch: Any) -> Tensor:
         out = self.outputs(batch)
@@ -224,11 +250,27 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         if "task" in saved:  # compare heads by what "auto" stood for
             saved["head"] = resolve_head(saved.get("head", "auto"), saved["task"])
             mine["head"] = resolve_head(mine["head"], mine["task"])
-        keys = ("task", "backbone", "input_size", "sequence_length", "num_outputs", "hidden_size",
-                "num_layers", "readout", "bidirectional", "head")
+        if "quantiles" in saved:  # compare levels as lists of floats (a tuple default, a YAML list)
+            saved["quantiles"] = [float(q) for q in saved["quantiles"]]
+        keys: tuple[str, ...] = (
+            "task",
+            "backbone",
+            "input_size",
+            "sequence_length",
+            "num_outputs",
+            "hidden_size",
+            "num_layers",
+            "readout",
+            "bidirectional",
+            "head",
+        )
+        if mine["head"] in ("quantile", "gaussian"):
+            keys += ("quantiles",)
         differ = [k for k in keys if k in saved and saved[k] != mine[k]]
         if differ:
-            pairs = ", ".join(f"{k}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in differ)
+            # A regression model's outputs are its days ahead: name them as the data option that sets them.
+            label = {"num_outputs": "horizon"} if mine["task"] == "regression" else {}
+            pairs = ", ".join(f"{label.get(k, k)}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in differ)
             raise UserInputError(
                 f"{source} does not fit this model ({pairs}); pass the settings it was trained with, "
                 "e.g. the config.yaml saved in its run folder"

@@ -63,6 +63,14 @@ class PriceScaling(nn.Module):
     ``target_scale`` (float64 scalars), and ``fitted``, false until :meth:`set_fitted` is called.
     """
 
+    # Buffers (typed for mypy: nn.Module's __getattr__ would say Tensor | Module).
+    price_mask: Tensor
+    feature_min: Tensor
+    feature_span: Tensor
+    target_offset: Tensor
+    target_scale: Tensor
+    fitted: Tensor
+
     def __init__(self, features: list[str], target_transform: str = "level", window_norm: str = "none") -> None:
         super().__init__()
         check_choice("target_transform", target_transform, TARGET_TRANSFORMS)
@@ -119,9 +127,18 @@ class PriceScaling(nn.Module):
         ``ref`` (B,) is each window's last close; it is broadcast over the trailing dimensions (days ahead,
         quantiles).
         """
-        y = out.to(torch.float64) * self.target_scale + self.target_offset
-        ref = ref.to(torch.float64).reshape(-1, *([1] * (out.dim() - 1)))
-        return self.transform.inverse(y, ref)
+        return self.target_to_price(out.to(torch.float64) * self.target_scale + self.target_offset, ref)
+
+    def target_to_price(self, y: Tensor, ref: Tensor) -> Tensor:
+        """Unscaled targets ``y`` (B, ...) or (1, ...) -> float64 prices of the same shape.
+
+        ``y`` is in the target transform's units (index points, differences or log returns); ``ref`` (B,)
+        is broadcast over the trailing dimensions (days ahead, quantiles).
+
+        Every inverse increases with ``y``, so quantiles of ``y`` map to the same quantiles of the price.
+        """
+        ref = ref.to(torch.float64).reshape(-1, *([1] * (y.dim() - 1)))
+        return self.transform.inverse(y.to(torch.float64), ref)
 
     def extra_repr(self) -> str:
         return f"features={self.features}, target_transform={self.target_transform!r}, window_norm={self.window_norm!r}"
