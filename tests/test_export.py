@@ -302,3 +302,37 @@ def test_docs_example_forecasts_what_predict_does(backbone: str, fitted, tmp_pat
                           text=True, cwd=tmp_path, timeout=120, check=True)
     printed = float(re.findall(r"[-+]?\d+\.\d+", done.stdout)[-1])
     assert printed == pytest.approx(expected, rel=export.RTOL, abs=1e-5)  # predictions.csv: 6 decimals
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_quantile_head_with_a_horizon_exports_every_quantile(fmt: str, tmp_path: Path) -> None:
+    """A (B, H, Q) head: the file returns the median path (B, H) and the quantiles (B, H, Q) in prices,
+    equal to what the checkpoint's predict path gives."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    csv = write_price_csv(tmp_path / "prices.csv")
+    args = ["--config", CONFIGS / "kospi_gru_quantile.yaml", "--data.csv_path", csv, *KOSPI_DATA,
+            "--data.horizon", "2", "--trainer.default_root_dir", tmp_path / "runs", "--plots.enabled", "false"]
+    run_cli("fit", *args, "--trainer.max_epochs", "1")
+    ckpt = only_version_dir(tmp_path / "runs") / "checkpoints" / "last.ckpt"
+    path = tmp_path / f"quantile.{fmt}"
+    run_cli("export", *args, "--ckpt_path", ckpt, "--export.format", fmt, "--export.path", path)
+    model = RecurrentModel.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    dm = KospiDataModule(csv_path=str(csv), split=50, val_size=10, features=["LogReturn"],
+                         target_transform="log_return", horizon=2)
+    dm.setup("test")
+    batch = dm.windows("test")
+    want = predict_all(model, batch)
+    inputs = {"windows": batch.x.numpy(), "last_close": batch.ref.numpy()}
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})
+    else:
+        with torch.no_grad():
+            got = [t.numpy() for t in torch.jit.load(str(path))(*(torch.from_numpy(v) for v in inputs.values()))]
+    assert got[0].shape == (len(batch.x), 2) and got[1].shape == (len(batch.x), 2, 3)
+    for value, key in zip(got, ("prediction", "quantiles"), strict=True):
+        np.testing.assert_allclose(value, want[key].numpy(), rtol=export.RTOL,
+                                   atol=export.ATOL_FRACTION * want[key].abs().max().item())

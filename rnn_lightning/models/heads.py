@@ -317,6 +317,9 @@ class DistributionHead(PointHead):
             to the highest.
     """
 
+    # What an exported file returns (rnn_lightning/export.py): the median and every quantile, in prices.
+    export_outputs = ("prediction", "quantiles")
+
     distribution_names: tuple[str, ...] = ("pinball", "coverage", "width")
     # Buffers (typed for mypy: nn.Module's __getattr__ would say Tensor | Module).
     quantile_levels: Tensor
