@@ -222,11 +222,30 @@ def project_args(workload: str, args: argparse.Namespace, root: str) -> list[str
     if args.accelerator == "gpu":
         common += ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
     if workload == "kospi":
-        return ["--config", str(REPO / "configs" / "kospi_gru.yaml"), "--data.csv_path", str(args.kospi_csv),
-                "--trainer.max_epochs", str(KOSPI_EPOCHS), *common]
-    return ["--config", str(REPO / "configs" / "mnist_bilstm.yaml"), "--data.dataset", "fashion_mnist",
-            "--data.data_dir", str(args.fashion_dir), "--data.download", "false", "--data.val_size", "0",
-            "--trainer.max_epochs", str(BILSTM_EPOCHS), *common]
+        return [
+            "--config",
+            str(REPO / "configs" / "kospi_gru.yaml"),
+            "--data.csv_path",
+            str(args.kospi_csv),
+            "--trainer.max_epochs",
+            str(KOSPI_EPOCHS),
+            *common,
+        ]
+    return [
+        "--config",
+        str(REPO / "configs" / "mnist_bilstm.yaml"),
+        "--data.dataset",
+        "fashion_mnist",
+        "--data.data_dir",
+        str(args.fashion_dir),
+        "--data.download",
+        "false",
+        "--data.val_size",
+        "0",
+        "--trainer.max_epochs",
+        str(BILSTM_EPOCHS),
+        *common,
+    ]
 
 
 def project_fit(workload: str, args: argparse.Namespace) -> tuple[float, float, int, bool]:
@@ -307,10 +326,24 @@ def run_child(side: str, workload: str, args: argparse.Namespace) -> dict:
 
 
 def measure(side: str, workload: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--only", workload,
-               "--accelerator", args.accelerator, "--kospi-csv", str(args.kospi_csv),
-               "--fashion-dir", str(args.fashion_dir), "--project-args", args.project_args,
-               "--tutorial-threads", str(args.tutorial_threads)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        side,
+        "--only",
+        workload,
+        "--accelerator",
+        args.accelerator,
+        "--kospi-csv",
+        str(args.kospi_csv),
+        "--fashion-dir",
+        str(args.fashion_dir),
+        "--project-args",
+        args.project_args,
+        "--tutorial-threads",
+        str(args.tutorial_threads),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
     if done.returncode != 0:
         sys.stderr.write(done.stdout + done.stderr)
@@ -356,8 +389,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("bench_speed: --accelerator gpu, but torch sees no CUDA device")
 
     threads = args.tutorial_threads or "torch's default"
-    print(f"bench_speed: {cpu_name()}, {os.cpu_count()} CPUs, accelerator={args.accelerator}, "
-          f"{args.repeats} alternations, tutorial threads: {threads}", flush=True)
+    print(
+        f"bench_speed: {cpu_name()}, {os.cpu_count()} CPUs, accelerator={args.accelerator}, "
+        f"{args.repeats} alternations, tutorial threads: {threads}",
+        flush=True,
+    )
     workloads = [args.only] if args.only else ["kospi", "bilstm"]
     summary = []
     for workload in workloads:
@@ -368,13 +404,18 @@ def main(argv: list[str] | None = None) -> None:
             for side in order:
                 result = measure(side, workload, args)
                 runs[side].append(result)
-                print(f"  {workload:6s} {side:8s} run {i + 1}: {result['seconds']:7.2f} s  "
-                      f"(CPU {result['cpu_seconds']:6.2f} s)  {result['samples'] / result['seconds']:8.0f} samples/s  "
-                      f"maxrss {result['maxrss_mb']:6.0f} MB  threads {result['threads']}", flush=True)
+                print(
+                    f"  {workload:6s} {side:8s} run {i + 1}: {result['seconds']:7.2f} s  "
+                    f"(CPU {result['cpu_seconds']:6.2f} s)  {result['samples'] / result['seconds']:8.0f} samples/s  "
+                    f"maxrss {result['maxrss_mb']:6.0f} MB  threads {result['threads']}",
+                    flush=True,
+                )
         summary.append(summarize(workload, runs, args.accelerator))
     print()
-    print("| workload | tutorial loop (median) | project Trainer.fit (median) | ratio | target | "
-          "peak RSS tutorial / project |")
+    print(
+        "| workload | tutorial loop (median) | project Trainer.fit (median) | ratio | target | "
+        "peak RSS tutorial / project |"
+    )
     print("|---|---|---|---|---|---|")
     for row in summary:
         print(row)

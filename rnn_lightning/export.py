@@ -47,6 +47,7 @@ import rnn_lightning
 from rnn_lightning import speedups
 from rnn_lightning.data.batches import Images, PriceWindows
 from rnn_lightning.errors import UserInputError, check_choice
+from rnn_lightning.models.module import RecurrentModel
 from rnn_lightning.models.scaling import PriceScaling
 
 if TYPE_CHECKING:
@@ -107,7 +108,9 @@ class PriceForecaster(nn.Module):
             window normalisation); without it the graph takes the windows only.
     """
 
-    def __init__(self, model: nn.Module, outputs: tuple[str, ...], needs_last_close: bool) -> None:
+    outputs: tuple[str, ...]  # the predict rows returned, in order
+
+    def __init__(self, model: RecurrentModel, outputs: tuple[str, ...], needs_last_close: bool) -> None:
         super().__init__()
         self.model = model
         self.outputs = outputs
@@ -125,7 +128,9 @@ class PriceForecaster(nn.Module):
 class ImageClassifier(nn.Module):
     """uint8 pixels (B, 28, 28) -> the head's prediction rows (class probabilities (B, 10))."""
 
-    def __init__(self, model: nn.Module, outputs: tuple[str, ...]) -> None:
+    outputs: tuple[str, ...]  # the predict rows returned, in order
+
+    def __init__(self, model: RecurrentModel, outputs: tuple[str, ...]) -> None:
         super().__init__()
         self.model = model
         self.outputs = outputs
@@ -161,8 +166,9 @@ def check_settings(settings: ExportSettings, ckpt_path: str | None) -> Path:
     return path
 
 
-def run_export(cli: RnnLightningCLI, model: Any, datamodule: Any, ckpt_path: str | None,
-               settings: ExportSettings) -> None:
+def run_export(
+    cli: RnnLightningCLI, model: Any, datamodule: Any, ckpt_path: str | None, settings: ExportSettings
+) -> None:
     """Load the checkpoint into ``model``, write the file, check it against predict, then rename it into place.
 
     Args:
@@ -199,14 +205,16 @@ def run_export(cli: RnnLightningCLI, model: Any, datamodule: Any, ckpt_path: str
     samples = len(inputs[0])
     summary = ", ".join(f"{name} max abs {a:.2e} rel {r:.2e}" for name, (a, r) in diffs.items())
     ports, outs = (", ".join(_port_text(p) for p in metadata[side]) for side in ("inputs", "outputs"))
-    print(f"rnn-lightning: wrote {path} ({settings.format}: {ports} -> {outs}); matches the checkpoint's "
-          f"predictions on {samples} samples and a batch of 1 ({summary})")
+    print(
+        f"rnn-lightning: wrote {path} ({settings.format}: {ports} -> {outs}); matches the checkpoint's "
+        f"predictions on {samples} samples and a batch of 1 ({summary})"
+    )
 
 
 # --- steps ------------------------------------------------------------------------------------------------
 
 
-def load_checkpoint(model: nn.Module, ckpt_path: str) -> None:
+def load_checkpoint(model: RecurrentModel, ckpt_path: str) -> None:
     """The checkpoint's weights and scaling into ``model``, in eval mode; a mismatch is one line."""
     # weights_only: a checkpoint is data; never run code pickled into a file we were handed.
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -222,7 +230,7 @@ def load_checkpoint(model: nn.Module, ckpt_path: str) -> None:
         raise UserInputError(f"checkpoint {ckpt_path} holds no fitted scaling; export a checkpoint of a fit")
 
 
-def serving_module(model: nn.Module) -> PriceForecaster | ImageClassifier:
+def serving_module(model: RecurrentModel) -> PriceForecaster | ImageClassifier:
     """The wrapper that becomes the exported graph: raw inputs in, the head's prediction rows out."""
     task = model.hparams.task
     outputs = tuple(getattr(model.head, "export_outputs", None) or DEFAULT_OUTPUTS[task])
@@ -233,7 +241,7 @@ def serving_module(model: nn.Module) -> PriceForecaster | ImageClassifier:
     return ImageClassifier(model, outputs).eval()
 
 
-def check_batch(model: nn.Module, datamodule: Any) -> PriceWindows | Images:
+def check_batch(model: RecurrentModel, datamodule: Any) -> PriceWindows | Images:
     """The raw samples the file is checked on.
 
     For prices every window then tomorrow's (what ``predict`` forecasts, a few hundred), for images the
@@ -245,7 +253,7 @@ def check_batch(model: nn.Module, datamodule: Any) -> PriceWindows | Images:
     return Images(*datamodule.split_tensors("test"))
 
 
-def split_inputs(model: nn.Module, datamodule: Any) -> tuple[Tensor, ...]:
+def split_inputs(model: RecurrentModel, datamodule: Any) -> tuple[Tensor, ...]:
     """The exported graph's inputs for :func:`check_batch`, in its input order."""
     if isinstance(model.scaling, PriceScaling):
         windows = check_batch(model, datamodule)
@@ -256,7 +264,7 @@ def split_inputs(model: nn.Module, datamodule: Any) -> tuple[Tensor, ...]:
     return (check_batch(model, datamodule).x,)
 
 
-def expected_outputs(model: nn.Module, datamodule: Any, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def expected_outputs(model: RecurrentModel, datamodule: Any, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The checkpoint's predictions on :func:`check_batch` through the project's predict path."""
     from rnn_lightning.tasks.common import predict_all
 
@@ -268,16 +276,25 @@ def expected_outputs(model: nn.Module, datamodule: Any, keys: tuple[str, ...]) -
     return {key: rows[key].numpy() for key in keys}
 
 
-def describe(model: nn.Module, datamodule: Any, wrapper: nn.Module, fmt: str, checkpoint: str) -> dict[str, Any]:
+def describe(
+    model: RecurrentModel, datamodule: Any, wrapper: PriceForecaster | ImageClassifier, fmt: str, checkpoint: str
+) -> dict[str, Any]:
     """The JSON stored in the file: inputs, outputs, data settings, model settings, version."""
     example = example_inputs(split_inputs(model, datamodule))
     with torch.no_grad(), speedups_off():
         produced = wrapper(*example)
     if isinstance(wrapper, PriceForecaster):
         steps, features = model.hparams.sequence_length, model.hparams.input_size
+        assert isinstance(model.scaling, PriceScaling)
         names = list(model.scaling.features)
-        inputs = [Port("windows", "float64", ("batch", steps, features),
-                       f"raw feature windows in the CSV's units, oldest day first; features {names}")]
+        inputs = [
+            Port(
+                "windows",
+                "float64",
+                ("batch", steps, features),
+                f"raw feature windows in the CSV's units, oldest day first; features {names}",
+            )
+        ]
         if wrapper.needs_last_close:
             inputs.append(Port("last_close", "float64", ("batch",), "each window's last known close"))
     else:
@@ -290,8 +307,11 @@ def describe(model: nn.Module, datamodule: Any, wrapper: nn.Module, fmt: str, ch
     identity = {}
     if callable(getattr(datamodule, "state_dict", None)):
         identity = dict(datamodule.state_dict().get("identity", {}))
-    hparams = {k: model.hparams[k] for k in ("backbone", "hidden_size", "num_layers", "bidirectional", "readout",
-                                             "head", "task") if k in model.hparams}
+    hparams = {
+        k: model.hparams[k]
+        for k in ("backbone", "hidden_size", "num_layers", "bidirectional", "readout", "head", "task")
+        if k in model.hparams
+    }
     return {
         "format": fmt,
         "rnn_lightning_version": rnn_lightning.__version__,
@@ -370,8 +390,9 @@ def load_runner(path: Path, fmt: str):
     return run_torchscript
 
 
-def compare(runner, inputs: tuple[Tensor, ...], expected: dict[str, np.ndarray],
-            keys: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+def compare(
+    runner, inputs: tuple[Tensor, ...], expected: dict[str, np.ndarray], keys: tuple[str, ...]
+) -> dict[str, tuple[float, float]]:
     """Run the file over ``inputs`` (in chunks, and on a batch of one); raise unless it matches ``expected``.
 
     Returns:

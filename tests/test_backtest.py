@@ -34,11 +34,31 @@ PRICES = ["Open", "High", "Low", "Close", "Adj Close"]
 N225 = SHARED_DATA / "indices" / "n225_daily.csv"
 
 
-def backtest_args(csv: Path, root: Path, *extra: object, config: Path = GRU, folds: int = 3,
-                  test_size: int = 10, epochs: int = 1) -> list[object]:
-    return ["backtest", "--config", config, "--data.csv_path", csv, "--data.split", "30",
-            "--trainer.default_root_dir", root, "--trainer.max_epochs", epochs, "--plots.enabled", "false",
-            "--backtest.folds", folds, "--backtest.test_size", test_size, "--backtest.bootstrap", "200", *extra]
+def backtest_args(
+    csv: Path, root: Path, *extra: object, config: Path = GRU, folds: int = 3, test_size: int = 10, epochs: int = 1
+) -> list[object]:
+    return [
+        "backtest",
+        "--config",
+        config,
+        "--data.csv_path",
+        csv,
+        "--data.split",
+        "30",
+        "--trainer.default_root_dir",
+        root,
+        "--trainer.max_epochs",
+        epochs,
+        "--plots.enabled",
+        "false",
+        "--backtest.folds",
+        folds,
+        "--backtest.test_size",
+        test_size,
+        "--backtest.bootstrap",
+        "200",
+        *extra,
+    ]
 
 
 def run_dir(root: Path) -> Path:
@@ -105,8 +125,7 @@ def test_folds_tile_the_last_windows() -> None:
     folds = plan_folds(100, BacktestSettings(folds=4, test_size=10), val_size=5)
     assert [(f.origin, f.stop) for f in folds] == [(60, 70), (70, 80), (80, 90), (90, 100)]
     assert all(f.start == 0 and f.train_stop == f.origin and f.origin - f.val_start == 5 for f in folds)
-    sliding = plan_folds(100, BacktestSettings(folds=4, test_size=10, window="sliding", train_size=30),
-                         val_size=0.2)
+    sliding = plan_folds(100, BacktestSettings(folds=4, test_size=10, window="sliding", train_size=30), val_size=0.2)
     assert [(f.start, f.val_start, f.origin) for f in sliding][0] == (30, 54, 60)
     assert all(f.origin - f.start == 30 for f in sliding)
     # A horizon of 3 days leaves 2 windows between training and test: no training target is a test day.
@@ -179,10 +198,20 @@ def test_backtest_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     frame = make_price_frame(100)
     assert list(table["date"]) == list(frame["Date"].iloc[-30:])  # the last 30 days, in order
     assert np.allclose(table["actual"], frame["Close"].iloc[-30:]) and np.allclose(
-        table["naive"], frame["Close"].iloc[-31:-1])
+        table["naive"], frame["Close"].iloc[-31:-1]
+    )
     folds = pd.read_csv(out / "folds.csv")
-    assert {"train_start", "train_end", "test_start", "test_end", "rmse", "naive_rmse", "rmse_ratio",
-            "direction_acc", "up_share"} <= set(folds.columns)
+    assert {
+        "train_start",
+        "train_end",
+        "test_start",
+        "test_end",
+        "rmse",
+        "naive_rmse",
+        "rmse_ratio",
+        "direction_acc",
+        "up_share",
+    } <= set(folds.columns)
     assert list(folds["test_start"]) == list(table.groupby("fold")["date"].first())
     assert (folds["train_end"] < folds["test_start"]).all()
     first = table[table["fold"] == 0]
@@ -193,8 +222,13 @@ def test_backtest_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         names = {p.name for p in (out / f"fold_{k:02d}" / "checkpoints").glob("*.ckpt")}
         assert "last.ckpt" in names and any(n.startswith("best-") for n in names)
     tags = scalars(out)
-    assert {"backtest_rmse", "backtest_naive_rmse", "backtest_rmse_ratio", "backtest_direction_acc",
-            "backtest_dm_pvalue"} <= tags.keys()
+    assert {
+        "backtest_rmse",
+        "backtest_naive_rmse",
+        "backtest_rmse_ratio",
+        "backtest_direction_acc",
+        "backtest_dm_pvalue",
+    } <= tags.keys()
     assert len(tags["backtest_fold_rmse_ratio"]) == 3
     assert (out / "backtest_cumulative_se.png").stat().st_size > 1000
     assert re.search(r"backtest: Diebold-Mariano \(HLN\) .*p = ", capsys.readouterr().out)
@@ -203,8 +237,11 @@ def test_backtest_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.parametrize(
     ("config", "extra"),
     [(c, []) for c in KOSPI_CONFIGS]
-    + [(GRU, ["--data.target_transform", "diff"]), (GRU, ["--data.target_transform", "log_return"]),
-       (GRU, ["--data.horizon", "3"])],
+    + [
+        (GRU, ["--data.target_transform", "diff"]),
+        (GRU, ["--data.target_transform", "log_return"]),
+        (GRU, ["--data.horizon", "3"]),
+    ],
     ids=[c.stem for c in KOSPI_CONFIGS] + ["kospi_gru-diff", "kospi_gru-log_return", "kospi_gru-horizon3"],
 )
 def test_every_config_and_target_transform(config: Path, extra: list[str], tmp_path: Path) -> None:
@@ -294,8 +331,9 @@ def test_two_shards_merged_equal_one_run(tmp_path: Path) -> None:
     ],
     ids=["too-many-folds", "test-size-0", "shard-3/2", "merge-missing"],
 )
-def test_bad_settings(extra: list[str], message: str, kospi_csv: Path, tmp_path: Path,
-                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_settings(
+    extra: list[str], message: str, kospi_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         run_cli(*backtest_args(kospi_csv, tmp_path / "runs", *extra))
     assert exit_info.value.code == 2
@@ -311,8 +349,7 @@ def test_bad_settings(extra: list[str], message: str, kospi_csv: Path, tmp_path:
 @pytest.mark.skipif(not N225.is_file(), reason="needs ../shared/data/indices/n225_daily.csv")
 def test_nikkei_file(tmp_path: Path) -> None:
     """The Nikkei 225 export (115 null rows, no final newline): 2 folds of 250 days, one epoch each."""
-    run_cli(*backtest_args(N225, tmp_path / "runs", config=CONFIGS / "kospi_gru_returns.yaml", folds=2,
-                           test_size=250))
+    run_cli(*backtest_args(N225, tmp_path / "runs", config=CONFIGS / "kospi_gru_returns.yaml", folds=2, test_size=250))
     table = pd.read_csv(run_dir(tmp_path / "runs") / "backtest.csv")
     assert len(table) == 500 and table["date"].iloc[-1] == "2022-08-10"
     summary = json.loads((run_dir(tmp_path / "runs") / "summary.json").read_text())

@@ -27,8 +27,15 @@ def run_dirs(root: Path) -> list[Path]:
 
 def test_kospi_plots_and_predictions(kospi_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "runs"
-    common = ["--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", kospi_csv,
-              "--trainer.default_root_dir", root, *KOSPI_DATA]
+    common = [
+        "--config",
+        CONFIGS / "kospi_gru.yaml",
+        "--data.csv_path",
+        kospi_csv,
+        "--trainer.default_root_dir",
+        root,
+        *KOSPI_DATA,
+    ]
     run_cli("fit", *common, "--trainer.max_epochs", "2")
     ckpt = run_dirs(root)[0] / "checkpoints" / "last.ckpt"
     run_cli("test", *common, "--ckpt_path", ckpt)
@@ -55,7 +62,14 @@ def test_kospi_plots_and_predictions(kospi_csv: Path, tmp_path: Path, capsys: py
     # 80 rows - 5 days per window = 75 windows: 40 train, 10 val, 25 test, then tomorrow.
     assert table["split"].value_counts().to_dict() == {"train": 40, "val": 10, "test": 25, "forecast": 1}
     assert list(table["split"].iloc[[0, 39, 40, 49, 50, 74, 75]]) == [
-        "train", "train", "val", "val", "test", "test", "forecast"]
+        "train",
+        "train",
+        "val",
+        "val",
+        "test",
+        "test",
+        "forecast",
+    ]
     prices = pd.read_csv(kospi_csv)
     assert list(table["date"][:-1]) == list(prices["Date"][5:])
     tomorrow = pd.Timestamp(prices["Date"].iloc[-1]) + pd.offsets.BDay(1)
@@ -86,10 +100,26 @@ def test_kospi_plots_and_predictions(kospi_csv: Path, tmp_path: Path, capsys: py
 
 def test_mnist_plots_and_predictions(mnist_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "runs"
-    common = ["--config", CONFIGS / "mnist_bilstm.yaml", "--data.data_dir", mnist_dir,
-              "--data.download", "false", "--data.val_size", "20", "--data.batch_size", "60",
-              "--model.hidden_size", "6",
-              "--model.num_layers", "1", "--trainer.default_root_dir", root, "--trainer.max_epochs", "2"]
+    common = [
+        "--config",
+        CONFIGS / "mnist_bilstm.yaml",
+        "--data.data_dir",
+        mnist_dir,
+        "--data.download",
+        "false",
+        "--data.val_size",
+        "20",
+        "--data.batch_size",
+        "60",
+        "--model.hidden_size",
+        "6",
+        "--model.num_layers",
+        "1",
+        "--trainer.default_root_dir",
+        root,
+        "--trainer.max_epochs",
+        "2",
+    ]
     run_cli("fit", *common)
     ckpt = run_dirs(root)[0] / "checkpoints" / "last.ckpt"
     run_cli("test", *common, "--ckpt_path", ckpt)
@@ -116,9 +146,19 @@ def test_mnist_plots_and_predictions(mnist_dir: Path, tmp_path: Path) -> None:
 
 def test_plots_and_writer_can_be_turned_off(kospi_csv: Path, tmp_path: Path) -> None:
     root = tmp_path / "runs"
-    common = ["--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", kospi_csv,
-              "--trainer.default_root_dir", root, *KOSPI_DATA, "--plots.enabled", "false",
-              "--predictions.enabled", "false"]
+    common = [
+        "--config",
+        CONFIGS / "kospi_gru.yaml",
+        "--data.csv_path",
+        kospi_csv,
+        "--trainer.default_root_dir",
+        root,
+        *KOSPI_DATA,
+        "--plots.enabled",
+        "false",
+        "--predictions.enabled",
+        "false",
+    ]
     run_cli("fit", *common, "--trainer.max_epochs", "1")
     run_cli("predict", *common, "--ckpt_path", run_dirs(root)[0] / "checkpoints" / "last.ckpt")
     for run_dir in run_dirs(root):
@@ -128,7 +168,16 @@ def test_plots_and_writer_can_be_turned_off(kospi_csv: Path, tmp_path: Path) -> 
 
 def test_negative_max_images_is_a_one_line_error(kospi_csv: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", kospi_csv,
-                "--trainer.default_root_dir", tmp_path, "--plots.max_images", "-1")
+        run_cli(
+            "fit",
+            "--config",
+            CONFIGS / "kospi_gru.yaml",
+            "--data.csv_path",
+            kospi_csv,
+            "--trainer.default_root_dir",
+            tmp_path,
+            "--plots.max_images",
+            "-1",
+        )
     assert exit_info.value.code == 2
     assert "plots.max_images must be an int >= 0, got -1" in capsys.readouterr().err

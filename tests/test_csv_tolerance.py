@@ -111,8 +111,20 @@ def test_quirky_csv_trains(quirk: str, tmp_path: Path) -> None:
     QUIRKS[quirk][0](csv)
     before = hashlib.sha256(csv.read_bytes()).hexdigest()
     root = tmp_path / "runs"
-    common = ["--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", csv, "--trainer.default_root_dir", root,
-              "--data.split", "50", "--data.val_size", "10", "--plots.enabled", "false"]
+    common = [
+        "--config",
+        CONFIGS / "kospi_gru.yaml",
+        "--data.csv_path",
+        csv,
+        "--trainer.default_root_dir",
+        root,
+        "--data.split",
+        "50",
+        "--data.val_size",
+        "10",
+        "--plots.enabled",
+        "false",
+    ]
     with pytest.warns(UserWarning, match="dropped"):
         run_cli("fit", *common, "--trainer.max_epochs", "2")
     run_dir = only_version_dir(root)
@@ -136,8 +148,17 @@ def test_duplicate_dates_through_the_cli(tmp_path: Path, capsys: pytest.CaptureF
     path = tmp_path / "dup.csv"
     pd.concat([frame, frame.iloc[[-1]]], ignore_index=True).to_csv(path, index=False)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", path,
-                "--trainer.default_root_dir", tmp_path, "--data.split", "50")
+        run_cli(
+            "fit",
+            "--config",
+            CONFIGS / "kospi_gru.yaml",
+            "--data.csv_path",
+            path,
+            "--trainer.default_root_dir",
+            tmp_path,
+            "--data.split",
+            "50",
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"line 82: duplicate date {frame['Date'].iloc[-1]}" in err[0]

@@ -143,8 +143,9 @@ def test_shards_are_disjoint_and_cover_each_epoch(num_samples: int, world_size: 
     epoch = {"n": 0}
     for shuffle in (False, True):
         ranks = [
-            InMemoryBatches([data], batch_size, shuffle=shuffle, seed=7, rank=r, world_size=world_size,
-                            epoch_fn=lambda: epoch["n"])
+            InMemoryBatches(
+                [data], batch_size, shuffle=shuffle, seed=7, rank=r, world_size=world_size, epoch_fn=lambda: epoch["n"]
+            )
             for r in range(world_size)
         ]
         orders = []
@@ -181,12 +182,33 @@ def kospi_ddp(tmp_path_factory: pytest.TempPathFactory) -> dict:
     different global seeds: the shuffle must still agree across them."""
     tmp = tmp_path_factory.mktemp("kospi_ddp")
     csv = write_price_csv(tmp / "prices.csv", rows=80)
-    data = ["--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", csv, "--data.split", "55",
-            "--data.val_size", "9", "--data.batch_size", "8"]
+    data = [
+        "--config",
+        CONFIGS / "kospi_gru.yaml",
+        "--data.csv_path",
+        csv,
+        "--data.split",
+        "55",
+        "--data.val_size",
+        "9",
+        "--data.batch_size",
+        "8",
+    ]
     root = tmp / "runs"
-    run_ddp("fit", *data, "--seed_everything", "false", "--trainer.max_epochs", "2",
-            "--trainer.check_val_every_n_epoch", "1",  # validation sharding is checked in both epochs
-            "--trainer.default_root_dir", root, *probe_args(tmp / "probe"), cwd=tmp)
+    run_ddp(
+        "fit",
+        *data,
+        "--seed_everything",
+        "false",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.check_val_every_n_epoch",
+        "1",  # validation sharding is checked in both epochs
+        "--trainer.default_root_dir",
+        root,
+        *probe_args(tmp / "probe"),
+        cwd=tmp,
+    )
     return {"tmp": tmp, "data": data, "root": root, "probe": tmp / "probe"}
 
 
@@ -206,10 +228,25 @@ def test_kospi_ddp_test_equals_single_device_test(kospi_ddp: dict) -> None:
     2-process ``test`` gives the single-process numbers (up to float summation order)."""
     checkpoint = run_folder(kospi_ddp["root"]) / "checkpoints" / "last.ckpt"
     tmp, data = kospi_ddp["tmp"], kospi_ddp["data"]
-    run_ddp("test", *data, "--ckpt_path", checkpoint, "--trainer.default_root_dir", tmp / "ddp_test",
-            *probe_args(tmp / "ddp_probe"), cwd=tmp)
-    run_cli("test", *data, "--ckpt_path", checkpoint, "--trainer.default_root_dir", tmp / "single_test",
-            *probe_args(tmp / "single_probe"))
+    run_ddp(
+        "test",
+        *data,
+        "--ckpt_path",
+        checkpoint,
+        "--trainer.default_root_dir",
+        tmp / "ddp_test",
+        *probe_args(tmp / "ddp_probe"),
+        cwd=tmp,
+    )
+    run_cli(
+        "test",
+        *data,
+        "--ckpt_path",
+        checkpoint,
+        "--trainer.default_root_dir",
+        tmp / "single_test",
+        *probe_args(tmp / "single_probe"),
+    )
     ddp = read_probes(tmp / "ddp_probe", "test")
     (single,) = read_probes(tmp / "single_probe", "test", world_size=1)
     assert ddp[0]["test"] == ddp[1]["test"]
@@ -222,19 +259,45 @@ def test_kospi_ddp_test_equals_single_device_test(kospi_ddp: dict) -> None:
 @pytest.mark.slow
 def test_mnist_ddp_fit_then_single_device_test(tmp_path: Path) -> None:
     data_dir = write_mnist_dir(tmp_path / "mnist_data", n_train=90, n_test=30)
-    data = ["--config", CONFIGS / "mnist_bilstm.yaml", "--data.data_dir", data_dir,
-            "--data.download", "false", "--data.val_size", "21", "--data.batch_size", "16",
-            "--model.hidden_size", "4"]
+    data = [
+        "--config",
+        CONFIGS / "mnist_bilstm.yaml",
+        "--data.data_dir",
+        data_dir,
+        "--data.download",
+        "false",
+        "--data.val_size",
+        "21",
+        "--data.batch_size",
+        "16",
+        "--model.hidden_size",
+        "4",
+    ]
     root = tmp_path / "runs"
-    run_ddp("fit", *data, "--trainer.max_epochs", "1", "--trainer.default_root_dir", root,
-            *probe_args(tmp_path / "probe"), cwd=tmp_path)
+    run_ddp(
+        "fit",
+        *data,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        root,
+        *probe_args(tmp_path / "probe"),
+        cwd=tmp_path,
+    )
     records = read_probes(tmp_path / "probe", "fit")
     assert len(records[0]["train_split"]) == 69
     assert_disjoint_cover(records, epochs=1)
     assert records[0]["val"] == records[1]["val"] and {"val_loss", "val_acc"} <= records[0]["val"][0].keys()
     checkpoint = run_folder(root) / "checkpoints" / "last.ckpt"
 
-    run_cli("test", *data, "--ckpt_path", checkpoint, "--trainer.default_root_dir", tmp_path / "test",
-            *probe_args(tmp_path / "test_probe"))
+    run_cli(
+        "test",
+        *data,
+        "--ckpt_path",
+        checkpoint,
+        "--trainer.default_root_dir",
+        tmp_path / "test",
+        *probe_args(tmp_path / "test_probe"),
+    )
     (single,) = read_probes(tmp_path / "test_probe", "test", world_size=1)
     assert 0.0 <= single["test"]["test_acc"] <= 1.0 and single["test"]["test_loss"] > 0

@@ -37,16 +37,43 @@ MNIST_DATA = ("--data.download", "false", "--data.val_size", "20")
 
 def kospi_args(csv: Path, root: Path, backbone: str) -> list:
     relative = ["--data.target_transform", "log_return", "--data.window_norm", "last_close"]
-    return ["--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", csv, *KOSPI_DATA,
-            "--model.backbone", backbone, "--trainer.default_root_dir", root, "--plots.enabled", "false",
-            *(relative if backbone in RELATIVE else [])]
+    return [
+        "--config",
+        CONFIGS / "kospi_gru.yaml",
+        "--data.csv_path",
+        csv,
+        *KOSPI_DATA,
+        "--model.backbone",
+        backbone,
+        "--trainer.default_root_dir",
+        root,
+        "--plots.enabled",
+        "false",
+        *(relative if backbone in RELATIVE else []),
+    ]
 
 
 def mnist_args(data_dir: Path, root: Path, backbone: str) -> list:
     # The config's parallel_directions: true stays: export must trace nn.LSTM, not the two-thread path.
-    return ["--config", CONFIGS / "mnist_bilstm.yaml", "--data.data_dir", data_dir, *MNIST_DATA,
-            "--model.backbone", backbone, "--model.hidden_size", "6", "--model.num_layers", "1",
-            "--trainer.default_root_dir", root, "--plots.enabled", "false", "--trainer.enable_progress_bar", "false"]
+    return [
+        "--config",
+        CONFIGS / "mnist_bilstm.yaml",
+        "--data.data_dir",
+        data_dir,
+        *MNIST_DATA,
+        "--model.backbone",
+        backbone,
+        "--model.hidden_size",
+        "6",
+        "--model.num_layers",
+        "1",
+        "--trainer.default_root_dir",
+        root,
+        "--plots.enabled",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
 
 
 class Run:
@@ -70,9 +97,13 @@ class Run:
         """The test split, raw, as the data module gives it."""
         if self.task == "kospi":
             relative = self.backbone in RELATIVE
-            dm = KospiDataModule(csv_path=str(self.data), split=50, val_size=10,
-                                 target_transform="log_return" if relative else "level",
-                                 window_norm="last_close" if relative else "none")
+            dm = KospiDataModule(
+                csv_path=str(self.data),
+                split=50,
+                val_size=10,
+                target_transform="log_return" if relative else "level",
+                window_norm="last_close" if relative else "none",
+            )
             dm.setup("test")
             return dm.windows("test")
         dm = RowMNISTDataModule(dataset="mnist", data_dir=str(self.data), download=False, val_size=20)
@@ -155,8 +186,9 @@ def export_cases() -> list:
 
 
 @pytest.mark.parametrize(("task", "backbone", "fmt"), export_cases())
-def test_export_matches_checkpoint(task: str, backbone: str, fmt: str, fitted, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_matches_checkpoint(
+    task: str, backbone: str, fmt: str, fitted, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnxscript")
@@ -175,14 +207,19 @@ def test_export_matches_checkpoint(task: str, backbone: str, fmt: str, fitted, t
         names = ["windows", "last_close"] if backbone in RELATIVE else ["windows"]
         assert [p["name"] for p in meta["inputs"]] == names
         assert meta["inputs"][0]["shape"] == ["batch", 5, 4] and meta["inputs"][0]["dtype"] == "float64"
-        assert meta["outputs"] == [{"name": "prediction", "dtype": "float64", "shape": ["batch"],
-                                    "description": meta["outputs"][0]["description"]}]
+        assert meta["outputs"] == [
+            {
+                "name": "prediction",
+                "dtype": "float64",
+                "shape": ["batch"],
+                "description": meta["outputs"][0]["description"],
+            }
+        ]
         assert meta["data"]["features"] == ["Open", "High", "Low", "Volume"]
         assert meta["data"]["sequence_length"] == 5 and meta["data"]["target"] == "Close"
         assert meta["data"]["target_transform"] == ("log_return" if backbone in RELATIVE else "level")
     else:
-        assert [(p["name"], p["dtype"], p["shape"]) for p in meta["inputs"]] == [("pixels", "uint8",
-                                                                                 ["batch", 28, 28])]
+        assert [(p["name"], p["dtype"], p["shape"]) for p in meta["inputs"]] == [("pixels", "uint8", ["batch", 28, 28])]
         assert [(p["name"], p["shape"]) for p in meta["outputs"]] == [("probabilities", ["batch", 10])]
 
 
@@ -217,8 +254,18 @@ def test_corrupt_checkpoint(fitted, tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_mismatched_checkpoint(fitted, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = fitted("kospi", "gru")
-    err = fails(run, capsys, "--ckpt_path", run.ckpt, "--model.hidden_size", "5", "--export.format", "torchscript",
-                "--export.path", tmp_path / "m.pt")
+    err = fails(
+        run,
+        capsys,
+        "--ckpt_path",
+        run.ckpt,
+        "--model.hidden_size",
+        "5",
+        "--export.format",
+        "torchscript",
+        "--export.path",
+        tmp_path / "m.pt",
+    )
     assert "hidden_size" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -238,8 +285,9 @@ def test_missing_folder(fitted, tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_extra_names_it(fitted, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_extra_names_it(
+    fitted, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = fitted("kospi", "gru")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     err = fails(run, capsys, "--ckpt_path", run.ckpt, "--export.format", "onnx", "--export.path", tmp_path / "m.onnx")
@@ -247,8 +295,9 @@ def test_missing_extra_names_it(fitted, tmp_path: Path, capsys: pytest.CaptureFi
     assert list(tmp_path.iterdir()) == []
 
 
-def test_disagreeing_file_is_not_kept(fitted, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disagreeing_file_is_not_kept(
+    fitted, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A file that fails the check leaves nothing behind, and an earlier file at the path stays as it was."""
     run = fitted("kospi", "gru")
     target = tmp_path / "m.pt"
@@ -296,10 +345,18 @@ def test_docs_example_forecasts_what_predict_does(backbone: str, fitted, tmp_pat
     script = tmp_path / "forecast.py"
     script.write_text(docs_example())
     # The venv has rnn_lightning installed: the run itself checks that the example never imported it.
-    runner = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
-              "assert not any(m.startswith('rnn_lightning') for m in sys.modules), 'imported rnn_lightning'")
-    done = subprocess.run([sys.executable, "-I", "-c", runner, script, path, run.data], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120, check=True)
+    runner = (
+        "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+        "assert not any(m.startswith('rnn_lightning') for m in sys.modules), 'imported rnn_lightning'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", runner, script, path, run.data],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=True,
+    )
     printed = float(re.findall(r"[-+]?\d+\.\d+", done.stdout)[-1])
     assert printed == pytest.approx(expected, rel=export.RTOL, abs=1e-5)  # predictions.csv: 6 decimals
 
@@ -311,15 +368,27 @@ def test_quantile_head_with_a_horizon_exports_every_quantile(fmt: str, tmp_path:
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
     csv = write_price_csv(tmp_path / "prices.csv")
-    args = ["--config", CONFIGS / "kospi_gru_quantile.yaml", "--data.csv_path", csv, *KOSPI_DATA,
-            "--data.horizon", "2", "--trainer.default_root_dir", tmp_path / "runs", "--plots.enabled", "false"]
+    args = [
+        "--config",
+        CONFIGS / "kospi_gru_quantile.yaml",
+        "--data.csv_path",
+        csv,
+        *KOSPI_DATA,
+        "--data.horizon",
+        "2",
+        "--trainer.default_root_dir",
+        tmp_path / "runs",
+        "--plots.enabled",
+        "false",
+    ]
     run_cli("fit", *args, "--trainer.max_epochs", "1")
     ckpt = only_version_dir(tmp_path / "runs") / "checkpoints" / "last.ckpt"
     path = tmp_path / f"quantile.{fmt}"
     run_cli("export", *args, "--ckpt_path", ckpt, "--export.format", fmt, "--export.path", path)
     model = RecurrentModel.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    dm = KospiDataModule(csv_path=str(csv), split=50, val_size=10, features=["LogReturn"],
-                         target_transform="log_return", horizon=2)
+    dm = KospiDataModule(
+        csv_path=str(csv), split=50, val_size=10, features=["LogReturn"], target_transform="log_return", horizon=2
+    )
     dm.setup("test")
     batch = dm.windows("test")
     want = predict_all(model, batch)
@@ -334,5 +403,6 @@ def test_quantile_head_with_a_horizon_exports_every_quantile(fmt: str, tmp_path:
             got = [t.numpy() for t in torch.jit.load(str(path))(*(torch.from_numpy(v) for v in inputs.values()))]
     assert got[0].shape == (len(batch.x), 2) and got[1].shape == (len(batch.x), 2, 3)
     for value, key in zip(got, ("prediction", "quantiles"), strict=True):
-        np.testing.assert_allclose(value, want[key].numpy(), rtol=export.RTOL,
-                                   atol=export.ATOL_FRACTION * want[key].abs().max().item())
+        np.testing.assert_allclose(
+            value, want[key].numpy(), rtol=export.RTOL, atol=export.ATOL_FRACTION * want[key].abs().max().item()
+        )

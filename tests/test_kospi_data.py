@@ -98,8 +98,9 @@ def test_checkpoint_carries_the_scaler(tmp_path: Path) -> None:
     csv = write_price_csv(tmp_path / "prices.csv")
     dm = KospiDataModule(str(csv), split=50, val_size=10)
     model = RecurrentModel(backbone="gru")
-    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, enable_progress_bar=False, logger=False,
-                         enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_epochs=1, default_root_dir=tmp_path, enable_progress_bar=False, logger=False, enable_model_summary=False
+    )
     trainer.fit(model, datamodule=dm)
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -136,8 +137,14 @@ def test_trains_on_the_tutorial_csv(tmp_path: Path) -> None:
     pl.seed_everything(0)
     dm = KospiDataModule(str(KOSPI_CSV), split=200, val_size=20)
     model = RecurrentModel(backbone="gru", hidden_size=8, num_layers=2)
-    trainer = pl.Trainer(max_epochs=30, default_root_dir=tmp_path, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False, logger=False)
+    trainer = pl.Trainer(
+        max_epochs=30,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+    )
     losses: list[float] = []
 
     class Record(pl.Callback):
@@ -176,9 +183,27 @@ def test_untrained_model_competes_for_best(tmp_path: Path, include_initial: bool
     csv = write_price_csv(tmp_path / "prices.csv")
     root = tmp_path / "runs"
     # lr 5 wrecks the model in its first steps: validation can only get worse than the naive start.
-    run_cli("fit", "--config", CONFIGS / "kospi_gru_returns.yaml", "--data.csv_path", csv, "--data.split", "50",
-            "--data.val_size", "10", "--model.lr", "5.0", "--trainer.max_epochs", "2", "--plots.enabled", "false",
-            "--checkpoint.include_initial", str(include_initial).lower(), "--trainer.default_root_dir", root)
+    run_cli(
+        "fit",
+        "--config",
+        CONFIGS / "kospi_gru_returns.yaml",
+        "--data.csv_path",
+        csv,
+        "--data.split",
+        "50",
+        "--data.val_size",
+        "10",
+        "--model.lr",
+        "5.0",
+        "--trainer.max_epochs",
+        "2",
+        "--plots.enabled",
+        "false",
+        "--checkpoint.include_initial",
+        str(include_initial).lower(),
+        "--trainer.default_root_dir",
+        root,
+    )
     (best_path,) = (only_version_dir(root) / "checkpoints").glob("best-*.ckpt")
     best = torch.load(best_path, weights_only=True)
     head = best["state_dict"]["fc.weight"]

@@ -26,8 +26,17 @@ def batch_for(task: str, n: int = 16, steps: int = 5, features: int = 4) -> Pric
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_forward_loss_and_one_step(backbone: str, readout: str, task: str) -> None:
     torch.manual_seed(0)
-    model = RecurrentModel(backbone=backbone, hidden_size=6, num_layers=2, readout=readout, task=task,
-                           input_size=4, sequence_length=5, num_outputs=TASKS[task], lr=1e-3)
+    model = RecurrentModel(
+        backbone=backbone,
+        hidden_size=6,
+        num_layers=2,
+        readout=readout,
+        task=task,
+        input_size=4,
+        sequence_length=5,
+        num_outputs=TASKS[task],
+        lr=1e-3,
+    )
     batch = batch_for(task)
     out = model.outputs(batch)
     assert out.shape == (16, TASKS[task]) and out.dtype == torch.float32
@@ -55,8 +64,9 @@ def test_tutorial_readout_sizes() -> None:
     assert (rnn.fc.in_features, rnn.fc.out_features) == (40, 1)
     assert isinstance(rnn.activation, torch.nn.Sigmoid)
     assert 0 < rnn(torch.randn(3, 5, 4)).min() and rnn(torch.randn(3, 5, 4)).max() < 1
-    bilstm = RecurrentModel(backbone="bilstm", hidden_size=12, task="classification", input_size=28,
-                            sequence_length=28, num_outputs=10)
+    bilstm = RecurrentModel(
+        backbone="bilstm", hidden_size=12, task="classification", input_size=28, sequence_length=28, num_outputs=10
+    )
     assert (bilstm.fc.in_features, bilstm.fc.out_features) == (28 * 12 * 2, 10)
 
 

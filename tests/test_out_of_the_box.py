@@ -22,8 +22,9 @@ def console(args: list[object], cwd: Path, timeout: int = 600) -> subprocess.Com
     script = Path(sys.executable).with_name("rnn-lightning")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "rnn_lightning"]
     env = {k: v for k, v in os.environ.items() if k != "RNN_LIGHTNING_DEBUG"}
-    return subprocess.run([*command, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [*command, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_the_example_csv_is_the_tutorials_file_and_the_default() -> None:
@@ -59,7 +60,9 @@ def test_the_wheel_ships_the_example_csv(tmp_path: Path) -> None:
     """``pip install .`` (not editable) installs from the wheel: it must carry the CSV, byte for byte."""
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = tmp_path.glob("rnn_lightning-*.whl")

@@ -15,8 +15,9 @@ def twin_backbones(name: str, **kwargs) -> tuple[RecurrentBackbone, RecurrentBac
     """The same weights, computed by torch's module and by the two-thread path."""
     torch.manual_seed(0)
     serial = RecurrentBackbone(name, input_size=7, hidden_size=5, num_layers=3, bidirectional=True, **kwargs)
-    threaded = RecurrentBackbone(name, input_size=7, hidden_size=5, num_layers=3, bidirectional=True,
-                                 parallel_directions=True, **kwargs)
+    threaded = RecurrentBackbone(
+        name, input_size=7, hidden_size=5, num_layers=3, bidirectional=True, parallel_directions=True, **kwargs
+    )
     threaded.load_state_dict(serial.state_dict())
     return serial, threaded
 

@@ -20,8 +20,17 @@ def read_test_metrics(run_dir: Path) -> dict[str, float]:
 
 def fit_and_test(root: Path, data: list[object], config: Path, seed: int) -> tuple[dict, dict[str, float]]:
     """Fit two epochs, then test from last.ckpt; the final weights and the test metrics."""
-    common = ["--config", config, *data, "--trainer.default_root_dir", root, "--seed_everything", seed,
-              "--plots.enabled", "false"]
+    common = [
+        "--config",
+        config,
+        *data,
+        "--trainer.default_root_dir",
+        root,
+        "--seed_everything",
+        seed,
+        "--plots.enabled",
+        "false",
+    ]
     run_cli("fit", *common, "--trainer.max_epochs", "2", "--model.dropout", "0.3", "--model.hidden_size", "6")
     ckpt = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     run_cli("test", *common, "--model.dropout", "0.3", "--model.hidden_size", "6", "--ckpt_path", ckpt)
@@ -31,14 +40,30 @@ def fit_and_test(root: Path, data: list[object], config: Path, seed: int) -> tup
 
 def kospi_data(tmp_path: Path) -> tuple[Path, list[object]]:
     csv = write_price_csv(tmp_path / "prices.csv", rows=120)
-    return CONFIGS / "kospi_lstm.yaml", ["--data.csv_path", csv, "--data.split", "80", "--data.val_size", "10",
-                                         "--data.batch_size", "8"]
+    return CONFIGS / "kospi_lstm.yaml", [
+        "--data.csv_path",
+        csv,
+        "--data.split",
+        "80",
+        "--data.val_size",
+        "10",
+        "--data.batch_size",
+        "8",
+    ]
 
 
 def mnist_data(tmp_path: Path) -> tuple[Path, list[object]]:
     root = write_mnist_dir(tmp_path / "mnist", n_train=120, n_test=40)
-    return CONFIGS / "mnist_bilstm.yaml", ["--data.data_dir", root, "--data.download", "false",
-                                           "--data.val_size", "20", "--data.batch_size", "32"]
+    return CONFIGS / "mnist_bilstm.yaml", [
+        "--data.data_dir",
+        root,
+        "--data.download",
+        "false",
+        "--data.val_size",
+        "20",
+        "--data.batch_size",
+        "32",
+    ]
 
 
 @pytest.mark.parametrize("make_data", [kospi_data, mnist_data], ids=["kospi", "mnist"])

@@ -27,9 +27,26 @@ from rnn_lightning.data.kospi import KospiDataModule
 
 
 def fit_args(csv: Path, root: Path, max_epochs: int, split: int, *extra: object) -> list[object]:
-    return ["fit", "--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", csv, "--trainer.default_root_dir",
-            root, "--data.split", split, "--data.val_size", "20", "--trainer.max_epochs", max_epochs,
-            "--trainer.check_val_every_n_epoch", "1", "--plots.enabled", "false", *extra]
+    return [
+        "fit",
+        "--config",
+        CONFIGS / "kospi_gru.yaml",
+        "--data.csv_path",
+        csv,
+        "--trainer.default_root_dir",
+        root,
+        "--data.split",
+        split,
+        "--data.val_size",
+        "20",
+        "--trainer.max_epochs",
+        max_epochs,
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--plots.enabled",
+        "false",
+        *extra,
+    ]
 
 
 def load(path: Path) -> dict:
@@ -45,6 +62,7 @@ def event_scalars(event_file: Path) -> dict[str, list[tuple[int, float]]]:
 def event_files(run_dir: Path) -> list[Path]:
     """The run's event files, one per process, in the order of the steps they logged (their names hold a
     time in whole seconds, which ties when a quick fit and its resumption start within one second)."""
+
     def first_step(path: Path) -> int:  # "epoch" is logged with every logged step
         return min(step for step, _ in event_scalars(path)["epoch"])
 
@@ -127,8 +145,20 @@ def test_configured_logger_gets_a_new_folder(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     run_cli(*fit_args(csv, root, 1, 50))
     ckpt = only_version_dir(root) / "checkpoints" / "last.ckpt"
-    run_cli(*fit_args(csv, root, 2, 50, "--ckpt_path", ckpt, "--trainer.logger.class_path",
-                      "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", tmp_path / "csv"))
+    run_cli(
+        *fit_args(
+            csv,
+            root,
+            2,
+            50,
+            "--ckpt_path",
+            ckpt,
+            "--trainer.logger.class_path",
+            "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.init_args.save_dir",
+            tmp_path / "csv",
+        )
+    )
     assert (tmp_path / "csv" / "lightning_logs" / "version_0" / "metrics.csv").is_file()
     assert load(tmp_path / "csv" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")["epoch"] == 1
 
@@ -197,8 +227,9 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "rnn_lightning"]
     last = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     with open(tmp_path / "fit.log", "w") as log:
-        process = subprocess.Popen([*command, *map(str, fit_args(csv, root, max_epochs, split))],
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*command, *map(str, fit_args(csv, root, max_epochs, split))], stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.monotonic() + 300
             # Kill in the middle of the run, a few epochs in (each save replaces last.ckpt atomically, so

@@ -96,16 +96,26 @@ def test_sample_split_is_stratified_and_seeded() -> None:
 
 def test_missing_files_with_download_false(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "--config", MNIST_CONFIG, "--data.data_dir", tmp_path, "--data.download", "false",
-                "--trainer.default_root_dir", tmp_path)
+        run_cli(
+            "fit",
+            "--config",
+            MNIST_CONFIG,
+            "--data.data_dir",
+            tmp_path,
+            "--data.download",
+            "false",
+            "--trainer.default_root_dir",
+            tmp_path,
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train-images-idx3-ubyte" in err[0] and "mnist_sample" in err[0], err
     assert str(tmp_path / "MNIST" / "raw") in err[0]
 
 
-def test_failed_download_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_download_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def no_network(self, data_dir):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
@@ -120,8 +130,18 @@ def test_failed_download_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("backbone", ["bilstm", "gru"])
 def test_cli_fit_then_test_from_checkpoint(mnist_dir: Path, tmp_path: Path, backbone: str) -> None:
     root = tmp_path / "runs"
-    common = ["--config", MNIST_CONFIG, "--data.data_dir", mnist_dir, "--data.download", "false",
-              "--trainer.default_root_dir", root, "--model.backbone", backbone]
+    common = [
+        "--config",
+        MNIST_CONFIG,
+        "--data.data_dir",
+        mnist_dir,
+        "--data.download",
+        "false",
+        "--trainer.default_root_dir",
+        root,
+        "--model.backbone",
+        backbone,
+    ]
     run_cli("fit", *common, "--trainer.max_epochs", "2", "--data.val_size", "40", "--data.batch_size", "32")
     run_dir = only_version_dir(root)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
@@ -131,23 +151,66 @@ def test_cli_fit_then_test_from_checkpoint(mnist_dir: Path, tmp_path: Path, back
 @pytest.mark.parametrize("progress_bar", ["true", "false"])
 def test_cli_fast_dev_run(mnist_dir: Path, tmp_path: Path, progress_bar: str) -> None:
     """The config runs with and without a progress bar (a progress-bar callback in it would clash)."""
-    run_cli("fit", "--config", MNIST_CONFIG, "--data.data_dir", mnist_dir, "--data.download", "false",
-            "--trainer.default_root_dir", tmp_path, "--trainer.fast_dev_run", "1", "--data.val_size", "20",
-            "--trainer.enable_progress_bar", progress_bar)
+    run_cli(
+        "fit",
+        "--config",
+        MNIST_CONFIG,
+        "--data.data_dir",
+        mnist_dir,
+        "--data.download",
+        "false",
+        "--trainer.default_root_dir",
+        tmp_path,
+        "--trainer.fast_dev_run",
+        "1",
+        "--data.val_size",
+        "20",
+        "--trainer.enable_progress_bar",
+        progress_bar,
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (MNIST_TEST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-                    reason="../shared/data/mnist is absent")
+@pytest.mark.skipif(
+    not (MNIST_TEST_DIR / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/mnist is absent"
+)
 def test_sample_model_on_the_official_test_split(tmp_path: Path) -> None:
     """Train briefly on the offline real sample, evaluate on the official 10,000 MNIST test images."""
     fit_root, test_root = tmp_path / "fit", tmp_path / "test"
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-    run_cli("fit", "--config", MNIST_CONFIG, "--data.dataset", "mnist_sample", "--data.val_size", "0",
-            "--data.test_size", "0", "--trainer.max_epochs", "3", "--trainer.default_root_dir", fit_root, *quiet)
+    run_cli(
+        "fit",
+        "--config",
+        MNIST_CONFIG,
+        "--data.dataset",
+        "mnist_sample",
+        "--data.val_size",
+        "0",
+        "--data.test_size",
+        "0",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.default_root_dir",
+        fit_root,
+        *quiet,
+    )
     ckpt = only_version_dir(fit_root) / "checkpoints" / "last.ckpt"
-    run_cli("test", "--config", MNIST_CONFIG, "--data.dataset", "mnist", "--data.data_dir", MNIST_TEST_DIR,
-            "--data.download", "false", "--trainer.default_root_dir", test_root, "--ckpt_path", ckpt, *quiet)
+    run_cli(
+        "test",
+        "--config",
+        MNIST_CONFIG,
+        "--data.dataset",
+        "mnist",
+        "--data.data_dir",
+        MNIST_TEST_DIR,
+        "--data.download",
+        "false",
+        "--trainer.default_root_dir",
+        test_root,
+        "--ckpt_path",
+        ckpt,
+        *quiet,
+    )
     assert scalars(only_version_dir(test_root))["test_acc"][0] > 0.85
 
 
@@ -156,9 +219,22 @@ def test_bf16_mixed_on_the_cpu(mnist_dir: Path, tmp_path: Path) -> None:
     ONEDNN_MAX_CPU_ISA=AVX2) used to end in "could not create a primitive descriptor"; the recurrent layers
     now run in float32 under CPU autocast, with parallel_directions as configured."""
     root = tmp_path / "runs"
-    common = ["--config", MNIST_CONFIG, "--data.data_dir", mnist_dir, "--data.download", "false",
-              "--trainer.default_root_dir", root, "--trainer.precision", "bf16-mixed",
-              "--model.hidden_size", "6", "--plots.enabled", "false"]
+    common = [
+        "--config",
+        MNIST_CONFIG,
+        "--data.data_dir",
+        mnist_dir,
+        "--data.download",
+        "false",
+        "--trainer.default_root_dir",
+        root,
+        "--trainer.precision",
+        "bf16-mixed",
+        "--model.hidden_size",
+        "6",
+        "--plots.enabled",
+        "false",
+    ]
     run_cli("fit", *common, "--trainer.max_epochs", "1", "--data.val_size", "40", "--data.batch_size", "32")
     run_dir = only_version_dir(root)
     assert all(math.isfinite(v) for v in scalars(run_dir)["train_loss"])

@@ -40,9 +40,21 @@ def build_cli(kospi_csv: Path, root: Path, *extra: str) -> RnnLightningCLI:
         subclass_mode_data=True,
         run=False,
         # The KOSPI configs turn the bar off (epochs of ~25 ms); turned back on here.
-        args=["--config", str(CONFIGS / "kospi_gru.yaml"), "--data.csv_path", str(kospi_csv),
-              "--data.split", "50", "--data.val_size", "10", "--trainer.default_root_dir", str(root),
-              "--trainer.enable_progress_bar", "true", *extra],
+        args=[
+            "--config",
+            str(CONFIGS / "kospi_gru.yaml"),
+            "--data.csv_path",
+            str(kospi_csv),
+            "--data.split",
+            "50",
+            "--data.val_size",
+            "10",
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.enable_progress_bar",
+            "true",
+            *extra,
+        ],
     )
 
 
@@ -80,7 +92,10 @@ glibc = pytest.mark.skipif(
 
 def run_steps(mode: str, **env: str) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-c", STEPS, mode], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", STEPS, mode],
+        capture_output=True,
+        text=True,
+        check=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env,
     )
     return done.stdout.split()
@@ -103,8 +118,11 @@ def test_allocator_leaves_the_users_malloc_environment_alone() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the check is only dropped where there is no CUDA")
 def test_nvml_check_lightning_still_sets_it_and_it_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(speedups.NVML_ENV, raising=False)
-    found = subprocess.run([sys.executable, "-c", "import os, lightning.pytorch; "
-                            f"print(os.environ.get('{speedups.NVML_ENV}'))"], capture_output=True, text=True)
+    found = subprocess.run(
+        [sys.executable, "-c", f"import os, lightning.pytorch; print(os.environ.get('{speedups.NVML_ENV}'))"],
+        capture_output=True,
+        text=True,
+    )
     assert found.stdout.strip() == "1"  # still Lightning's setting: the tweak still has work to do
     monkeypatch.setenv(speedups.NVML_ENV, "1")
     assert speedups.apply(True)["nvml_check"] is True
@@ -123,8 +141,7 @@ def test_default_bar_is_paced_also_with_other_callbacks(kospi_csv: Path, tmp_pat
 
 
 def test_configured_bar_and_disabled_bar_are_kept(kospi_csv: Path, tmp_path: Path) -> None:
-    cli = build_cli(kospi_csv, tmp_path, "--trainer.callbacks+=TQDMProgressBar",
-                    "--trainer.callbacks.refresh_rate=7")
+    cli = build_cli(kospi_csv, tmp_path, "--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate=7")
     bar = cli.trainer.progress_bar_callback
     assert type(bar) is TQDMProgressBar and bar.refresh_rate == 7
     cli = build_cli(kospi_csv, tmp_path, "--trainer.enable_progress_bar", "false")
@@ -142,9 +159,16 @@ def test_bar_redraws_by_the_clock_and_always_ends_full(
 ) -> None:
     data = KospiDataModule(csv_path=str(kospi_csv), batch_size=4, split=60, val_size=0)  # 15 batches
     model = RecurrentModel(hidden_size=4, num_layers=1)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path,
-                         callbacks=[PacedProgressBar(min_interval=min_interval)])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        callbacks=[PacedProgressBar(min_interval=min_interval)],
+    )
     trainer.fit(model, data)
     total = trainer.num_training_batches
     assert total >= 10
@@ -161,9 +185,19 @@ def test_negative_interval_is_refused(kospi_csv: Path, tmp_path: Path, capsys: p
     with pytest.raises(UserInputError, match="min_interval must be >= 0 seconds, got -1"):
         PacedProgressBar(min_interval=-1)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", kospi_csv,
-                "--trainer.default_root_dir", tmp_path, "--trainer.enable_progress_bar", "true",
-                "--trainer.callbacks+=rnn_lightning.speedups.PacedProgressBar", "--trainer.callbacks.min_interval=-1")
+        run_cli(
+            "fit",
+            "--config",
+            CONFIGS / "kospi_gru.yaml",
+            "--data.csv_path",
+            kospi_csv,
+            "--trainer.default_root_dir",
+            tmp_path,
+            "--trainer.enable_progress_bar",
+            "true",
+            "--trainer.callbacks+=rnn_lightning.speedups.PacedProgressBar",
+            "--trainer.callbacks.min_interval=-1",
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["rnn-lightning: error: progress bar min_interval must be >= 0 seconds, got -1.0"]
@@ -191,8 +225,14 @@ def fit_counting_hook_names(kospi_csv: Path, tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(speedups.FastHookName, "__setattr__", counting_fast)
     monkeypatch.setattr(torch.nn.Module, "__setattr__", counting_slow)
     data = KospiDataModule(csv_path=str(kospi_csv), batch_size=10, split=40, val_size=0)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(RecurrentModel(hidden_size=4, num_layers=1), data)
     return seen["set"], seen["slow"]
 
@@ -217,10 +257,20 @@ def test_adam_is_fused_on_the_cpu_unless_switched_off() -> None:
 
 def test_parallel_directions_stand_aside_when_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr("rnn_lightning.models.backbones.bidirectional_forward",
-                        lambda rnn, x: calls.append(1) or parallel.bidirectional_forward(rnn, x))
-    model = RecurrentModel(backbone="bilstm", hidden_size=4, num_layers=1, parallel_directions=True,
-                           task="classification", input_size=28, sequence_length=28, num_outputs=10)
+    monkeypatch.setattr(
+        "rnn_lightning.models.backbones.bidirectional_forward",
+        lambda rnn, x: calls.append(1) or parallel.bidirectional_forward(rnn, x),
+    )
+    model = RecurrentModel(
+        backbone="bilstm",
+        hidden_size=4,
+        num_layers=1,
+        parallel_directions=True,
+        task="classification",
+        input_size=28,
+        sequence_length=28,
+        num_outputs=10,
+    )
     x = torch.rand(2, 28, 28)
     model(x)
     assert calls == [1]

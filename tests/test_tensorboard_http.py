@@ -54,18 +54,57 @@ def wait_for_tags(base: str, runs: list[str], deadline: float) -> tuple[dict, di
 
 def test_tensorboard_lists_scalars_and_images(kospi_csv: Path, mnist_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "runs"
-    fit_and_test(root / "kospi", "--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", kospi_csv,
-                 "--data.split", "50", "--data.val_size", "10")
-    fit_and_test(root / "mnist", "--config", CONFIGS / "mnist_bilstm.yaml", "--data.data_dir", mnist_dir,
-                 "--data.download", "false", "--data.val_size", "20", "--data.batch_size", "50",
-                 "--model.hidden_size", "4", "--model.num_layers", "1", "--trainer.log_every_n_steps", "1")
+    fit_and_test(
+        root / "kospi",
+        "--config",
+        CONFIGS / "kospi_gru.yaml",
+        "--data.csv_path",
+        kospi_csv,
+        "--data.split",
+        "50",
+        "--data.val_size",
+        "10",
+    )
+    fit_and_test(
+        root / "mnist",
+        "--config",
+        CONFIGS / "mnist_bilstm.yaml",
+        "--data.data_dir",
+        mnist_dir,
+        "--data.download",
+        "false",
+        "--data.val_size",
+        "20",
+        "--data.batch_size",
+        "50",
+        "--model.hidden_size",
+        "4",
+        "--model.num_layers",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+    )
 
     port = free_port()
     log = (tmp_path / "tensorboard.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--host", "127.0.0.1",
-         "--port", str(port), "--load_fast", "false", "--reload_interval", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast",
+            "false",
+            "--reload_interval",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         base = f"http://127.0.0.1:{port}"

@@ -33,13 +33,18 @@ def fetch_yahoo(ticker: str, start: date, end: date) -> pd.DataFrame:
         import yfinance
     except ImportError:
         raise UserInputError(
-            f"downloading needs the optional package yfinance (pip install -e \".[data]\"); {BY_HAND}"
+            f'downloading needs the optional package yfinance (pip install -e ".[data]"); {BY_HAND}'
         ) from None
     try:
         # yfinance's end is exclusive; ours is inclusive, as a person reads a date range.
         frame = yfinance.download(
-            ticker, start=start.isoformat(), end=(end + timedelta(days=1)).isoformat(),
-            interval="1d", auto_adjust=False, actions=False, progress=False,
+            ticker,
+            start=start.isoformat(),
+            end=(end + timedelta(days=1)).isoformat(),
+            interval="1d",
+            auto_adjust=False,
+            actions=False,
+            progress=False,
         )
     except Exception as err:  # yfinance and its HTTP stack raise many types
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
@@ -58,8 +63,7 @@ def to_yahoo_csv_frame(frame: pd.DataFrame, ticker: str) -> pd.DataFrame:
     Rows without any price (Yahoo's ``null`` days) are dropped, so the CSV holds trading days only.
     """
     if isinstance(frame.columns, pd.MultiIndex):
-        level = next((i for i in range(frame.columns.nlevels) if ticker in frame.columns.get_level_values(i)),
-                     None)
+        level = next((i for i in range(frame.columns.nlevels) if ticker in frame.columns.get_level_values(i)), None)
         frame = frame.xs(ticker, axis=1, level=level) if level is not None else frame.droplevel(-1, axis=1)
     frame = frame.copy()
     if "Adj Close" not in frame.columns and "Close" in frame.columns:
@@ -98,13 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``rnn-lightning-data`` command line."""
     parser = argparse.ArgumentParser(
         prog="rnn-lightning-data",
-        description="Download a daily price CSV in the Yahoo layout (needs: pip install -e \".[data]\").",
+        description='Download a daily price CSV in the Yahoo layout (needs: pip install -e ".[data]").',
     )
     parser.add_argument("source", choices=sorted(TICKERS), help="which index to download")
     parser.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
-    parser.add_argument(
-        "--end", type=_date, default=date.today(), help="last day, YYYY-MM-DD (default: today)"
-    )
+    parser.add_argument("--end", type=_date, default=date.today(), help="last day, YYYY-MM-DD (default: today)")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write, e.g. data/kospi.csv")
     return parser
 
@@ -118,9 +120,7 @@ def main(args: list[str] | None = None) -> None:
         ticker = TICKERS[options.source]
         frame = to_yahoo_csv_frame(fetch_yahoo(ticker, options.start, options.end), ticker)
         if frame.empty:
-            raise UserInputError(
-                f"no {ticker} rows with prices for {options.start}..{options.end}; {BY_HAND}"
-            )
+            raise UserInputError(f"no {ticker} rows with prices for {options.start}..{options.end}; {BY_HAND}")
         write_csv(frame, options.out)
     except UserInputError as err:
         print(f"rnn-lightning-data: error: {err}", file=sys.stderr)

@@ -59,8 +59,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = header + int(np.prod(shape))
     if len(data) != expected:
         raise UserInputError(
-            f"{path}: truncated or corrupt IDX file: header says {shape} ({expected} bytes), "
-            f"file has {len(data)} bytes"
+            f"{path}: truncated or corrupt IDX file: header says {shape} ({expected} bytes), file has {len(data)} bytes"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 

@@ -46,7 +46,7 @@ def resolve_head(head: str, task: str) -> str:
     return head
 
 
-def build_scaling(task: str, input_size: int, spec: dict[str, Any] | None) -> nn.Module:
+def build_scaling(task: str, input_size: int, spec: dict[str, Any] | None) -> PriceScaling | PixelScaling:
     """The scaling module a data module's ``scaling_spec`` describes (None: the task's plain default)."""
     if task == "classification":
         return PixelScaling()
@@ -86,6 +86,12 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         scaling_spec: How raw inputs are scaled and outputs turned back into the data's units (features,
             target transform, window normalisation); linked from the data module, which also fits it.
     """
+
+    # The submodules' types, for the type checker (nn.Module.__getattr__ would say Tensor | Module).
+    scaling: PriceScaling | PixelScaling
+    backbone: RecurrentBackbone
+    head: Head
+    fc: nn.Linear
 
     def __init__(
         self,

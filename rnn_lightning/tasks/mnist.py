@@ -42,8 +42,15 @@ def figures(
     threshold = np.log1p(matrix).max() / 2
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if np.log1p(count) > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if np.log1p(count) > threshold else "black",
+            )
     ax.set_xticks(range(num_classes))
     ax.set_yticks(range(num_classes))
     ax.set_xlabel("predicted")
@@ -72,11 +79,13 @@ def figures(
 def table(datamodule: RowMNISTDataModule, outputs: dict[str, Tensor]) -> pd.DataFrame:
     """Test-image index, predicted and true label, and the probability of every class."""
     probabilities = outputs["probabilities"].double().numpy()
-    table = pd.DataFrame({
-        "index": np.arange(len(probabilities)),
-        "predicted": outputs["prediction"].numpy(),
-        "actual": outputs["actual"].numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            "index": np.arange(len(probabilities)),
+            "predicted": outputs["prediction"].numpy(),
+            "actual": outputs["actual"].numpy(),
+        }
+    )
     for k in range(probabilities.shape[1]):
         table[f"p{k}"] = probabilities[:, k]
     return table
