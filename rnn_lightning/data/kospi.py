@@ -161,8 +161,11 @@ class KospiDataModule(InMemoryDataModule):
                 f"horizon - 1 = {H - 1}"
             )
         self.dates = frame["Date"].reset_index(drop=True)
-        self.close = torch.tensor(frame[self.target].to_numpy(np.float64))  # (N,)
-        self.raw_features = torch.tensor(np.stack([self._feature(frame, f) for f in self.features], axis=1))  # (N, F)
+        self.close = torch.tensor(frame[self.target].to_numpy(np.float64))  # (N,), a copy the frame does not share
+        # np.stack made a fresh array: no second copy of the (rows x features) values.
+        self.raw_features = torch.from_numpy(
+            np.stack([self._feature(frame, f) for f in self.features], axis=1)
+        )  # (N, F)
         self.num_windows, self.num_train, self.num_val = num_windows, split - val, val
         self._frame_loaded = True
 
@@ -214,6 +217,21 @@ class KospiDataModule(InMemoryDataModule):
             return len(self.close)
         return self.num_train + self.sequence_length
 
+    def _normalised_range(self, windows: PriceWindows, chunk: int = 16_384) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature min and max of window-normalised windows, (F,) each, a chunk of windows at a time.
+
+        The windows are views of the rows; normalising them all at once would copy every one (3.9 GB for
+        10^6 rows of 60-day windows).
+        """
+        price_mask = torch.tensor([f in PRICE_COLUMNS for f in self.features])
+        lows, highs = [], []
+        for start in range(0, len(windows.x), chunk):
+            part = normalise_windows(windows.x[start : start + chunk], windows.ref[start : start + chunk], price_mask)
+            flat = part.reshape(-1, len(self.features))  # (chunk * T, F)
+            lows.append(flat.min(dim=0).values)
+            highs.append(flat.max(dim=0).values)
+        return torch.stack(lows).min(dim=0).values, torch.stack(highs).max(dim=0).values
+
     def fitted_scaling(self) -> dict[str, Any]:
         """Min-max statistics of the inputs and the target scale, from the training rows only.
 
@@ -223,10 +241,12 @@ class KospiDataModule(InMemoryDataModule):
         # Windows whose inputs and targets all lie inside the rows.
         fit_windows = self.windows(slice(0, rows - self.sequence_length - (self.horizon - 1)))
         if self.window_norm == "none":
-            fitted = self.raw_features[:rows]
+            feature_min, feature_max = (
+                self.raw_features[:rows].min(dim=0).values,
+                self.raw_features[:rows].max(dim=0).values,
+            )
         else:
-            price_mask = torch.tensor([f in PRICE_COLUMNS for f in self.features])
-            fitted = normalise_windows(fit_windows.x, fit_windows.ref, price_mask).reshape(-1, len(self.features))
+            feature_min, feature_max = self._normalised_range(fit_windows)
         transform = TARGET_TRANSFORMS[self.target_transform]
         if transform.centred_at_zero:
             # Scale without shifting, so an output of 0 is exactly the persistence forecast.
@@ -237,8 +257,8 @@ class KospiDataModule(InMemoryDataModule):
             target_rows = self.close[:rows]
             offset, scale = float(target_rows.min()), float(target_rows.max() - target_rows.min())
         return {
-            "feature_min": fitted.min(dim=0).values,
-            "feature_max": fitted.max(dim=0).values,
+            "feature_min": feature_min,
+            "feature_max": feature_max,
             "target_offset": offset,
             "target_scale": scale,
         }
