@@ -56,7 +56,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_KOSPI_CSV = REPO.parent / "shared" / "data" / "kospi" / "kospi_2019.csv"
+DEFAULT_KOSPI_CSV = REPO / "rnn_lightning" / "data" / "examples" / "kospi_2019.csv"  # the bundled tutorial CSV
 DEFAULT_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 KOSPI_EPOCHS = 301
