@@ -1,0 +1,322 @@
+"""Time ``rnn-lightning backtest`` (issue 15, item 5) beside separate ``fit`` + ``test`` commands.
+
+Three parts, each a child process of the real CLI (``python -m rnn_lightning ...``), with its checkpoints and
+logs in a temporary ``--trainer.default_root_dir``:
+
+* ``a``: a 10-fold ``refit scratch`` backtest of ``configs/kospi_gru_returns.yaml`` on a long daily CSV
+  (default: the Nikkei 225 file ``/work/shared/data/indices/n225_daily.csv`` when it exists; ``--csv`` for any
+  Yahoo-format daily export, e.g. one downloaded with ``rnn-lightning-data``), ``--backtest.folds 10
+  --backtest.test_size 250 --trainer.max_epochs 20``: the issue's "Done when" command (goal: 15 minutes).
+* ``b``: the same ten folds as ten separate ``rnn-lightning fit`` + ``rnn-lightning test`` commands, which is
+  what a user without ``backtest`` would run. Fold ``k``'s boundaries are taken from the backtest's own plan
+  (``rnn_lightning.backtest.plan_folds``): the CSV is cut after fold ``k``'s last test day (the ``null`` rows
+  before it kept, as in the file), ``--data.split`` is the fold's origin (its training windows, validation
+  included) and ``--data.val_size`` is the config's, so ``fit`` trains and validates on exactly the fold's
+  windows and ``test`` (``--ckpt_path`` the fit's best checkpoint) scores its ``test_size`` test days. Each
+  command pays its own interpreter start-up, imports and CSV read: that is the real cost of ten commands,
+  and the part of a backtest's saving that does not come from the training itself.
+* ``c``: ``configs/kospi_gru.yaml --backtest.folds 5 --backtest.test_size 40`` on the bundled CSV (the config's
+  default ``csv_path``). Goal: at most 66 s wall, half of darts 0.48.1 ``historical_forecasts`` with
+  retraining (133 s for the same folds on a 2-core CPU, issue 15).
+
+For every command: wall seconds, CPU seconds (user + system, of the child and its descendants, from
+``os.wait4``), peak resident memory (``ru_maxrss``) and the 1-minute load average before and after, since a
+shared machine's other jobs slow the wall time (the CPU time much less). The table is printed as markdown;
+``--json FILE`` also writes every measurement.
+
+Run from the repository root::
+
+    python benchmarks/bench_backtest.py                       # a, b and c as in the issue (a and b: long)
+    python benchmarks/bench_backtest.py --only c              # the darts comparison only (~1-2 min idle)
+    python benchmarks/bench_backtest.py --only a,b --csv my_index.csv
+    python benchmarks/bench_backtest.py --folds 2 --epochs 1 --test-size 50 --c-folds 2 --c-epochs 2  # smoke
+
+``--c-args '...'`` adds CLI options to c, e.g. ``--c-args '--last_checkpoint.every_n_epochs 301'`` (``last.ckpt``
+written once, after the last epoch, instead of after every one: ~18% less CPU there, docs/backtest.md).
+``--keep DIR`` keeps the run folders (``DIR/a``, ``DIR/b/fold_KK``, ``DIR/c``) instead of deleting them, so
+their ``summary.json`` / ``folds.csv`` can be read afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_LONG_CSV = Path("/work/shared/data/indices/n225_daily.csv")
+RETURNS_CONFIG = REPO / "configs" / "kospi_gru_returns.yaml"
+GRU_CONFIG = REPO / "configs" / "kospi_gru.yaml"
+DARTS_SECONDS = 133.0  # darts 0.48.1 historical_forecasts, retrain, 5 folds of 40 days, 2-core CPU (issue 15)
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rnn_lightning", *args]
+
+
+def run_measured(command: list[str], log: Path) -> dict:
+    """Run ``command`` to the end; its wall and CPU seconds, peak RSS and the load around it."""
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    result = {
+        "command": " ".join(command),
+        "rc": process.returncode,
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "user_s": usage.ru_utime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # kilobytes on Linux
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "log": str(log),
+    }
+    if process.returncode != 0:
+        tail = log.read_text().splitlines()[-15:]
+        raise SystemExit(f"failed (exit {process.returncode}): {result['command']}\n" + "\n".join(tail))
+    return result
+
+
+def combine(results: list[dict]) -> dict:
+    """Commands run one after another: summed times, the highest peak, the load range."""
+    return {
+        "commands": len(results),
+        "wall_s": sum(r["wall_s"] for r in results),
+        "cpu_s": sum(r["cpu_s"] for r in results),
+        "user_s": sum(r["user_s"] for r in results),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+        "load_before": min(r["load_before"] for r in results),
+        "load_after": max(r["load_after"] for r in results),
+        "runs": results,
+    }
+
+
+def run_dir(root: Path) -> Path:
+    found = sorted((root / "lightning_logs").glob("version_*"))
+    return found[-1] if found else root
+
+
+def summary_of(root: Path) -> dict:
+    path = run_dir(root) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def part_a(args: argparse.Namespace, work: Path) -> dict:
+    root = work / "a"
+    command = cli(
+        "backtest",
+        "--config",
+        str(args.config),
+        "--data.csv_path",
+        str(args.csv),
+        "--backtest.folds",
+        str(args.folds),
+        "--backtest.test_size",
+        str(args.test_size),
+        "--trainer.max_epochs",
+        str(args.epochs),
+        "--trainer.default_root_dir",
+        str(root),
+    )
+    result = run_measured(command, work / "a.log")
+    result["summary"] = summary_of(root)
+    return result
+
+
+def fold_plan(args: argparse.Namespace) -> tuple[list, list[str], int]:
+    """The backtest's folds for the config and CSV, the valid rows' dates, and the window length."""
+    from rnn_lightning.backtest import BacktestSettings, plan_folds, window_offset
+    from rnn_lightning.data.kospi import KospiDataModule
+
+    data = data_options(args.config)
+    data["csv_path"] = str(args.csv)
+    module = KospiDataModule(**data)
+    module.setup("fit")
+    settings = BacktestSettings(folds=args.folds, test_size=args.test_size)
+    folds = plan_folds(
+        module.num_windows,
+        settings,
+        module.val_size,
+        gap=window_offset(module) - module.sequence_length,
+        source=str(args.csv),
+    )
+    dates = [str(d)[:10] for d in module.dates]
+    return folds, dates, module.sequence_length
+
+
+def data_options(config: Path) -> dict:
+    """The config's ``data.init_args`` after its ``config:`` base and dotted keys (as the CLI reads them)."""
+    import yaml
+
+    def load(path: Path) -> dict:
+        raw = yaml.safe_load(path.read_text()) or {}
+        base = raw.pop("config", None)
+        options = load(path.parent / base) if base else {}
+        init = dict((options.get("data") or {}).get("init_args") or {})
+        init.update(((raw.get("data") or {}).get("init_args")) or {})
+        for key, value in raw.items():
+            if key.startswith("data.init_args."):
+                init[key.removeprefix("data.init_args.")] = value
+        return {"data": {"init_args": init}}
+
+    return dict(load(config)["data"]["init_args"])
+
+
+def part_b(args: argparse.Namespace, work: Path) -> dict:
+    folds, dates, sequence_length = fold_plan(args)
+    lines = args.csv.read_text().splitlines()
+    header, body = lines[0], [line for line in lines[1:] if line.strip()]
+    results = []
+    for fold in folds:
+        last_day = dates[fold.stop - 1 + sequence_length]  # the day the fold's last test window predicts
+        cut = work / f"b_fold_{fold.index:02d}.csv"
+        cut.write_text("\n".join([header, *[line for line in body if line[:10] <= last_day]]) + "\n")
+        root = work / "b" / f"fold_{fold.index:02d}"
+        common = [
+            "--config",
+            str(args.config),
+            "--data.csv_path",
+            str(cut),
+            "--data.split",
+            str(fold.origin),
+            "--trainer.default_root_dir",
+            str(root),
+        ]
+        if args.seed is not None:
+            # The backtest seeds fold k with seed_everything + k; do the same, so both fit the same models.
+            common += ["--seed_everything", str(args.seed + fold.index)]
+        fit = run_measured(
+            cli("fit", *common, "--trainer.max_epochs", str(args.epochs)), work / f"b_fit_{fold.index:02d}.log"
+        )
+        best = sorted(run_dir(root).glob("checkpoints/best-*.ckpt"))
+        if not best:
+            raise SystemExit(f"no best checkpoint after {fit['command']}")
+        test = run_measured(cli("test", *common, "--ckpt_path", str(best[-1])), work / f"b_test_{fold.index:02d}.log")
+        fit["fold"], test["fold"] = fold.index, fold.index
+        results += [fit, test]
+        print(
+            f"  b fold {fold.index}: fit {fit['wall_s']:.1f} s wall / {fit['cpu_s']:.1f} s CPU, "
+            f"test {test['wall_s']:.1f} s / {test['cpu_s']:.1f} s",
+            flush=True,
+        )
+    return combine(results)
+
+
+def part_c(args: argparse.Namespace, work: Path) -> dict:
+    root = work / "c"
+    command = cli(
+        "backtest",
+        "--config",
+        str(args.c_config),
+        "--backtest.folds",
+        str(args.c_folds),
+        "--backtest.test_size",
+        str(args.c_test_size),
+        "--trainer.default_root_dir",
+        str(root),
+    )
+    if args.c_epochs is not None:
+        command += ["--trainer.max_epochs", str(args.c_epochs)]
+    command += shlex.split(args.c_args)
+    result = run_measured(command, work / "c.log")
+    result["summary"] = summary_of(root)
+    return result
+
+
+def row(name: str, what: str, r: dict, goal: str) -> str:
+    return (
+        f"| {name} | {what} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+        f"{r['load_before']:.1f} / {r['load_after']:.1f} | {goal} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="a,b,c", help="parts to run, e.g. 'a,c' (default: a,b,c)")
+    parser.add_argument(
+        "--csv", type=Path, default=DEFAULT_LONG_CSV, help=f"long daily CSV for a and b (default {DEFAULT_LONG_CSV})"
+    )
+    parser.add_argument("--config", type=Path, default=RETURNS_CONFIG, help="config of a and b")
+    parser.add_argument("--folds", type=int, default=10, help="folds of a and b")
+    parser.add_argument("--test-size", type=int, default=250, help="test days per fold of a and b")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per fold of a and b")
+    parser.add_argument("--seed", type=int, default=42, help="the config's seed_everything (b seeds fold k with +k)")
+    parser.add_argument("--c-config", type=Path, default=GRU_CONFIG, help="config of c")
+    parser.add_argument("--c-folds", type=int, default=5)
+    parser.add_argument("--c-test-size", type=int, default=40)
+    parser.add_argument("--c-epochs", type=int, default=None, help="epochs of c (default: the config's, 301)")
+    parser.add_argument(
+        "--c-args", default="", help="more CLI options for c, e.g. '--last_checkpoint.every_n_epochs 301'"
+    )
+    parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the measurements to this file")
+    args = parser.parse_args()
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if set(parts) - {"a", "b", "c"}:
+        parser.error(f"--only takes a, b, c: {args.only}")
+    if {"a", "b"} & set(parts) and not args.csv.is_file():
+        parser.error(
+            f"--csv {args.csv} not found: download a daily index CSV (rnn-lightning-data, or a Yahoo "
+            "Finance export) and pass it, or run --only c"
+        )
+    args.csv = args.csv.resolve()
+
+    work = Path(tempfile.mkdtemp(prefix="bench_backtest_")) if args.keep is None else args.keep.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    print(f"cpus {os.cpu_count()}, load {os.getloadavg()}, runs in {work}", flush=True)
+    try:
+        for part in parts:
+            print(f"part {part} ...", flush=True)
+            results[part] = {"a": part_a, "b": part_b, "c": part_c}[part](args, work)
+            print(f"part {part}: {results[part]['wall_s']:.1f} s wall, {results[part]['cpu_s']:.1f} s CPU", flush=True)
+    finally:
+        if args.json is not None:
+            args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    ab = f"{args.folds} folds x {args.test_size} days, {args.epochs} epochs, {args.config.name}, {args.csv.name}"
+    print()
+    print("| part | what | wall s | CPU s | peak RSS MB | load 1-min before / after | goal |")
+    print("|------|------|--------|-------|-------------|---------------------------|------|")
+    if "a" in results:
+        print(row("a", f"backtest, {ab}", results["a"], "15 min (900 s)"))
+    if "b" in results:
+        print(row("b", f"{results['b']['commands'] // 2} x (fit + test), {ab}", results["b"], "a <= b"))
+    if "c" in results:
+        epochs = args.c_epochs if args.c_epochs is not None else "config's"
+        goal = f"<= {DARTS_SECONDS / 2:.0f} s (darts {DARTS_SECONDS:.0f} s)"
+        print(
+            row(
+                "c",
+                f"backtest, {args.c_folds} folds x {args.c_test_size} days, {epochs} epochs, "
+                f"{args.c_config.name}, bundled CSV",
+                results["c"],
+                goal,
+            )
+        )
+    if "a" in results and "b" in results:
+        print(
+            f"\nbacktest / separate commands: wall {results['a']['wall_s'] / results['b']['wall_s']:.2f}, "
+            f"CPU {results['a']['cpu_s'] / results['b']['cpu_s']:.2f}"
+        )
+    for part in ("a", "c"):
+        s = results.get(part, {}).get("summary") or {}
+        if s:
+            keys = ("rmse_ratio", "dm_pvalue", "direction_acc", "up_share")
+            print(f"{part}: " + ", ".join(f"{k} {s[k]:.4g}" for k in keys if isinstance(s.get(k), (int, float))))
+
+
+if __name__ == "__main__":
+    main()
