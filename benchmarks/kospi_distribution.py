@@ -17,19 +17,15 @@ Run from the repository root (about 10-25 s per seed on one CPU core)::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from rnn_lightning.cli import main
+# The same in-process CLI run and TensorBoard reading as the point-forecast quality table (same folder).
+from kospi_quality import last_scalars, quiet_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "kospi_gru_quantile.yaml"
@@ -41,17 +37,6 @@ COLUMNS = (
     ("test_crps", "test_naive_crps", "CRPS (points)", "{:.3f}"),
     ("test_rmse", "test_naive_rmse", "RMSE (points)", "{:.2f}"),
 )
-
-
-def last_scalars(run_dir: Path) -> dict[str, float]:
-    events = EventAccumulator(str(run_dir)).Reload()
-    return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
-
-
-def quiet_cli(args: list[str]) -> None:
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        main(args)
 
 
 def run_one(config: Path, seed: int, root: Path, overrides: list[str]) -> dict[str, float]:
