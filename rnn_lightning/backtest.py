@@ -32,6 +32,7 @@ import logging
 import math
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -58,6 +59,7 @@ UNSIGNED_KEYS = (
     "config",
     "backtest.shard",
     "backtest.merge",
+    "backtest.workers",
     "trainer.default_root_dir",
     "trainer.logger",
     "trainer.enable_progress_bar",
@@ -87,6 +89,10 @@ class BacktestSettings:
         confidence: Level of the RMSE ratio's bootstrap interval.
         bootstrap: Resamples of the moving-block bootstrap (0: no interval).
         block_length: Days per bootstrap block (None: ``round(n ** (1/3))`` of the n test days).
+        workers: Folds trained at once, each in its own CPU process forked from this one (which has read
+            the data). The folds are independent and seeded apart, so the outputs are the same as with
+            one. Give each worker ``num_threads`` cores: 2 workers on 2 cores with the KOSPI configs'
+            ``num_threads: 1``. Needs ``refit scratch`` and the CPU accelerator.
     """
 
     test_size: int = 20
@@ -100,6 +106,7 @@ class BacktestSettings:
     confidence: float = 0.95
     bootstrap: int = 2000
     block_length: int | None = None
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,12 @@ def check_settings(settings: BacktestSettings) -> None:
             "backtest.shard needs backtest.refit scratch: with warm each fold starts from the "
             "previous one, so folds cannot run apart"
         )
+    check_positive("backtest.workers", settings.workers)
+    if settings.workers > 1 and settings.refit == "warm":
+        raise UserInputError(
+            "backtest.workers > 1 needs backtest.refit scratch: with warm each fold starts from the "
+            "previous one, so folds cannot run at once"
+        )
     if shard is not None and settings.merge:
         raise UserInputError("backtest.shard and backtest.merge exclude each other: merge the shards afterwards")
     if not 0.0 < settings.confidence < 1.0:
@@ -169,6 +182,28 @@ def check_settings(settings: BacktestSettings) -> None:
         raise UserInputError(f"backtest.bootstrap must be an int >= 0, got {settings.bootstrap!r}")
     if settings.block_length is not None:
         check_positive("backtest.block_length", settings.block_length)
+
+
+def check_workers(trainer: Any, threads: int | None = None) -> None:
+    """``backtest.workers > 1`` forks CPU processes of one torch thread each.
+
+    Not with GPUs (CUDA does not survive a fork) or DDP, and not with several intra-op threads: a forked
+    child that uses the OpenMP pool its parent started hangs, so each worker is one thread on one core.
+    """
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    if not isinstance(trainer.accelerator, CPUAccelerator) or trainer.world_size > 1:
+        raise UserInputError(
+            f"backtest.workers > 1 trains folds in parallel CPU processes, not on "
+            f"{type(trainer.accelerator).__name__} x {trainer.world_size}; pass --trainer.accelerator cpu "
+            "--trainer.devices 1, or run the folds as separate jobs with --backtest.shard i/n"
+        )
+    threads = torch.get_num_threads() if threads is None else threads
+    if threads != 1:
+        raise UserInputError(
+            f"backtest.workers > 1 needs --num_threads 1 (one core per worker; torch's thread pool does not "
+            f"survive a fork), got {threads} threads"
+        )
 
 
 def _val_count(val_size: int | float, train_part: int) -> int:
@@ -602,6 +637,33 @@ def _fold_rows(model: Any, source: KospiDataModule, fold: Fold) -> pd.DataFrame:
     )
 
 
+def _once_per_fold_last_checkpoint(cli: RnnLightningCLI, max_epochs: int | None) -> Any:
+    """The run's config, with ``last.ckpt`` written when the fold's last epoch ends instead of after every one.
+
+    A fold is never resumed, so rewriting its ``last.ckpt`` after each epoch buys nothing; with the KOSPI
+    configs' epochs of 11-19 batches it was ~18% of a backtest's CPU time (docs/backtest.md). Left as
+    configured when the ``last_checkpoint`` group sets its own interval, or when ``max_steps`` or
+    ``max_time`` may end the fold before its last epoch.
+    """
+    config = cli.config
+    sub = config[cli.subcommand]
+    last, trainer = sub.get("last_checkpoint"), sub.get("trainer")
+    epochs = max_epochs if max_epochs is not None else trainer.get("max_epochs")
+    intervals = ("every_n_epochs", "every_n_train_steps", "train_time_interval")
+    if (
+        last is None
+        or any(last.get(k) for k in intervals)
+        or not isinstance(epochs, int)
+        or epochs < 1
+        or trainer.get("max_steps") not in (None, -1)
+        or trainer.get("max_time") is not None
+    ):
+        return config
+    config = config.clone()
+    config[cli.subcommand]["last_checkpoint"]["every_n_epochs"] = epochs
+    return config
+
+
 def _run_fold(
     cli: RnnLightningCLI,
     source: KospiDataModule,
@@ -619,7 +681,9 @@ def _run_fold(
 
     if seed is not None:
         seed_everything(seed + fold.index, workers=True, verbose=False)
-    init = cli.parser.instantiate_classes(cli.config)  # fresh model, callbacks, logger ... (data unused)
+    epochs = settings.warm_epochs if warm_state is not None and settings.warm_epochs is not None else None
+    config = _once_per_fold_last_checkpoint(cli, epochs)
+    init = cli.parser.instantiate_classes(config)  # fresh model, callbacks, logger ... (data unused)
     model = init[cli.subcommand]["model"]
     if warm_state is not None:
         model.load_state_dict(warm_state)  # the scaling buffers are replaced by this fold's in setup("fit")
@@ -632,8 +696,8 @@ def _run_fold(
         kwargs["logger"] = TensorBoardLogger(
             save_dir=str(run_dir), name="", version=fold_dir.name, default_hp_metric=False
         )
-    if warm_state is not None and settings.warm_epochs is not None:
-        kwargs["max_epochs"] = settings.warm_epochs
+    if epochs is not None:
+        kwargs["max_epochs"] = epochs
     saved = cli.config_init, cli.model, cli.datamodule, cli.trainer
     try:
         cli.config_init, cli.model, cli.datamodule = init, model, view
@@ -649,6 +713,116 @@ def _run_fold(
     finally:
         cli.config_init, cli.model, cli.datamodule, cli.trainer = saved
     return rows, best
+
+
+def _backtest_fold(
+    cli: RnnLightningCLI,
+    source: KospiDataModule,
+    fold: Fold,
+    run_dir: Path,
+    settings: BacktestSettings,
+    seed: int | None,
+    signature: str,
+    warm_state: dict[str, torch.Tensor] | None = None,
+) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Fit and test one fold, write its folder (``predictions.csv``, ``fold.json``) and print its line."""
+    rows, best = _run_fold(cli, source, fold, run_dir, settings, seed, warm_state)
+    fold_dir = run_dir / fold_dir_name(fold.index)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(fold_dir / FOLD_ROWS, index=False)  # full precision: merge rebuilds the outputs from it
+    metrics = fold_metrics(rows)
+    dates = fold_dates(source, fold)
+    meta: dict[str, Any] = {
+        "fold": fold.index,
+        "windows": asdict(fold),
+        "dates": dates,
+        "rmse": metrics["rmse"],
+        "naive_rmse": metrics["naive_rmse"],
+        # How the folds were spread over processes is not a setting of their results.
+        "settings": {k: v for k, v in asdict(settings).items() if k != "workers"} | {"shard": None, "merge": None},
+        "signature": signature,
+    }
+    (fold_dir / FOLD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    print(
+        f"backtest: fold {fold.index} ({dates['test_start']}..{dates['test_end']}): "
+        f"RMSE {metrics['rmse']:,.3f}, naive {metrics['naive_rmse']:,.3f}, "
+        f"ratio {metrics['rmse_ratio']:.4f}",
+        flush=True,
+    )
+    return fold_dir, meta, best
+
+
+def _worker(
+    cli: RnnLightningCLI,
+    source: KospiDataModule,
+    folds: list[Fold],
+    run_dir: Path,
+    settings: BacktestSettings,
+    seed: int | None,
+    signature: str,
+) -> None:
+    """One worker process's folds; a bad input found only now ends it with the CLI's one-line error."""
+    try:
+        with _quiet_lightning():
+            for fold in folds:
+                _backtest_fold(cli, source, fold, run_dir, settings, seed, signature)
+    except UserInputError as err:
+        print(f"rnn-lightning: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _run_workers(
+    cli: RnnLightningCLI,
+    source: KospiDataModule,
+    folds: list[Fold],
+    run_dir: Path,
+    settings: BacktestSettings,
+    seed: int | None,
+    signature: str,
+    workers: int,
+) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Run ``folds`` in ``workers`` forked processes (every ``workers``-th fold each) and read their folders.
+
+    Forked, so that every worker starts with this process's imports, config and read data: nothing is
+    parsed, imported or read again. Each fold is seeded by its index and writes only its own folder, so the
+    outputs are those of one process. A failed worker ends the run with a one-line error (exit status 1,
+    or 2 for a bad input); the folders of the folds that finished stay.
+    """
+    import multiprocessing
+
+    sys.stdout.flush()  # or the children would print what this process buffered, again
+    sys.stderr.flush()
+    context = multiprocessing.get_context("fork")
+    processes = [
+        context.Process(
+            target=_worker,
+            args=(cli, source, folds[w::workers], run_dir, settings, seed, signature),
+            name=f"backtest-worker-{w + 1}",
+        )
+        for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():  # interrupted: take the others down too
+                process.terminate()
+                process.join()
+    failed = [(w + 1, p.exitcode) for w, p in enumerate(processes) if p.exitcode]
+    if failed:
+        worker, code = failed[0]
+        print(
+            f"rnn-lightning: error: backtest worker {worker} of {workers} failed (exit status {code}); "
+            f"the finished folds' folders are in {run_dir}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2 if code == 2 else 1)
+    wanted = {fold.index for fold in folds}
+    found = [(d, m) for d, m in read_fold_dirs([run_dir]) if m["fold"] in wanted]
+    return [d for d, _ in found], [m for _, m in found]
 
 
 def run_backtest(cli: RnnLightningCLI, model: Any, datamodule: Any, settings: BacktestSettings) -> dict[str, Any]:
@@ -688,6 +862,9 @@ def run_backtest(cli: RnnLightningCLI, model: Any, datamodule: Any, settings: Ba
         source=datamodule.csv_path,
     )
     mine = shard_folds(folds, parse_shard(settings.shard, settings.folds))
+    workers = min(settings.workers, len(mine))
+    if workers > 1:
+        check_workers(cli.trainer)
     seed = cli.config[cli.subcommand].get("seed_everything")
     seed = None if seed is False or seed is None else int(seed)
     signature = _signature(cli, datamodule, settings)
@@ -695,38 +872,28 @@ def run_backtest(cli: RnnLightningCLI, model: Any, datamodule: Any, settings: Ba
     run_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"backtest: {len(mine)} of {len(folds)} folds of {settings.test_size} test days, {settings.window} "
-        f"window, refit {settings.refit}, into {run_dir}"
+        f"window, refit {settings.refit}, into {run_dir}" + (f", {workers} at a time" if workers > 1 else "")
     )
-    warm: dict[str, torch.Tensor] | None = None
-    fold_dirs, metas = [], []
-    with _quiet_lightning():
-        for fold in mine:
-            rows, best = _run_fold(
-                cli, datamodule, fold, run_dir, settings, seed, warm if settings.refit == "warm" else None
-            )
-            warm = best
-            fold_dir = run_dir / fold_dir_name(fold.index)
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            rows.to_csv(fold_dir / FOLD_ROWS, index=False)  # full precision: merge rebuilds the outputs from it
-            metrics = fold_metrics(rows)
-            dates = fold_dates(datamodule, fold)
-            meta: dict[str, Any] = {
-                "fold": fold.index,
-                "windows": asdict(fold),
-                "dates": dates,
-                "rmse": metrics["rmse"],
-                "naive_rmse": metrics["naive_rmse"],
-                "settings": asdict(settings) | {"shard": None, "merge": None},
-                "signature": signature,
-            }
-            (fold_dir / FOLD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            fold_dirs.append(fold_dir)
-            metas.append(meta)
-            print(
-                f"backtest: fold {fold.index} ({dates['test_start']}..{dates['test_end']}): "
-                f"RMSE {metrics['rmse']:,.3f}, naive {metrics['naive_rmse']:,.3f}, "
-                f"ratio {metrics['rmse_ratio']:.4f}"
-            )
+    if workers > 1:
+        fold_dirs, metas = _run_workers(cli, datamodule, mine, run_dir, settings, seed, signature, workers)
+    else:
+        warm: dict[str, torch.Tensor] | None = None
+        fold_dirs, metas = [], []
+        with _quiet_lightning():
+            for fold in mine:
+                fold_dir, meta, best = _backtest_fold(
+                    cli,
+                    datamodule,
+                    fold,
+                    run_dir,
+                    settings,
+                    seed,
+                    signature,
+                    warm if settings.refit == "warm" else None,
+                )
+                warm = best
+                fold_dirs.append(fold_dir)
+                metas.append(meta)
     if settings.shard is not None:
         print(f"backtest: shard {settings.shard} done; join the shards with --backtest.merge '[DIR, ...]'")
         return {"folds": len(mine), "run_dir": str(run_dir)}

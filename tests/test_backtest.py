@@ -318,6 +318,79 @@ def test_two_shards_merged_equal_one_run(tmp_path: Path) -> None:
     assert sorted(p.name for p in merged.glob("fold_*/checkpoints/last.ckpt")) == ["last.ckpt"] * 3
 
 
+def test_workers_give_the_outputs_of_one_process(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Three folds in two forked workers: the same bytes as one process, each fold's last.ckpt written once, at
+    its last epoch."""
+    csv = write_price_csv(tmp_path / "prices.csv", rows=80)
+    common = dict(folds=3, test_size=5, epochs=3)
+    run_cli(*backtest_args(csv, tmp_path / "one", **common))
+    run_cli(*backtest_args(csv, tmp_path / "two", "--backtest.workers", "2", **common))
+    assert "3 of 3 folds of 5 test days, expanding window, refit scratch" in capfd.readouterr().out
+    one, two = run_dir(tmp_path / "one"), run_dir(tmp_path / "two")
+    for name in ("backtest.csv", "folds.csv", "summary.json"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    for k in range(3):
+        for run in (one, two):
+            last = torch.load(
+                run / f"fold_{k:02d}" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+            )
+            assert last["epoch"] == 2 and last["global_step"] > 0  # saved when the fold's third epoch ended
+
+
+def test_a_failed_worker_ends_the_run_in_one_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose fold fails on its input prints the CLI's one-line error; the run exits 2, naming it."""
+    import rnn_lightning.backtest as backtest
+
+    run_fold = backtest._run_fold
+
+    def failing(cli, source, fold, *args):  # noqa: ANN001, ANN002, ANN202
+        if fold.index == 1:  # the second worker's only fold
+            raise UserInputError("fold 1 cannot be read")
+        return run_fold(cli, source, fold, *args)
+
+    monkeypatch.setattr(backtest, "_run_fold", failing)
+    csv = write_price_csv(tmp_path / "prices.csv", rows=80)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*backtest_args(csv, tmp_path / "runs", "--backtest.workers", "2", folds=3, test_size=5))
+    assert exit_info.value.code == 2
+    err = capfd.readouterr().err
+    assert "rnn-lightning: error: fold 1 cannot be read" in err
+    assert re.search(r"rnn-lightning: error: backtest worker 2 of 2 failed \(exit status 2\)", err)
+    assert "Traceback" not in err
+    assert (run_dir(tmp_path / "runs") / "fold_00" / "predictions.csv").is_file()  # the finished fold stays
+
+
+def test_workers_only_on_the_cpu() -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    from rnn_lightning.backtest import check_workers
+
+    cpu = SimpleNamespace(accelerator=CPUAccelerator(), world_size=1)
+    check_workers(cpu, threads=1)
+    with pytest.raises(UserInputError, match=r"not on CUDAAccelerator x 1; pass --trainer.accelerator cpu"):
+        check_workers(SimpleNamespace(accelerator=CUDAAccelerator(), world_size=1), threads=1)
+    with pytest.raises(UserInputError, match=r"not on CPUAccelerator x 2"):
+        check_workers(SimpleNamespace(accelerator=CPUAccelerator(), world_size=2), threads=1)
+    with pytest.raises(UserInputError, match=r"needs --num_threads 1 .* got 2 threads"):
+        check_workers(cpu, threads=2)
+
+
+def test_workers_need_one_thread(kospi_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    threads = torch.get_num_threads()  # the CLI sets the process's thread count: restored for the next tests
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(*backtest_args(kospi_csv, tmp_path / "runs", "--backtest.workers", "2", "--num_threads", "2"))
+    finally:
+        torch.set_num_threads(threads)
+    assert exit_info.value.code == 2
+    assert "backtest.workers > 1 needs --num_threads 1" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 # --- bad settings: one line, exit 2, no run folder ----------------------------------------------------------------
 
 
@@ -367,6 +440,8 @@ def test_nikkei_file(tmp_path: Path) -> None:
         (dict(refit="warm", shard="1/2"), r"backtest.shard needs backtest.refit scratch"),
         (dict(warm_epochs=3), r"warm_epochs applies only to backtest.refit warm"),
         (dict(folds=0), r"backtest.folds must be a positive integer"),
+        (dict(workers=0), r"backtest.workers must be a positive integer"),
+        (dict(refit="warm", workers=2), r"backtest.workers > 1 needs backtest.refit scratch"),
         (dict(confidence=1.5), r"confidence must lie in \(0, 1\)"),
     ],
 )
