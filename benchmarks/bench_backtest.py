@@ -15,9 +15,13 @@ logs in a temporary ``--trainer.default_root_dir``:
   windows and ``test`` (``--ckpt_path`` the fit's best checkpoint) scores its ``test_size`` test days. Each
   command pays its own interpreter start-up, imports and CSV read: that is the real cost of ten commands,
   and the part of a backtest's saving that does not come from the training itself.
-* ``c``: ``configs/kospi_gru.yaml --backtest.folds 5 --backtest.test_size 40`` on the bundled CSV (the config's
-  default ``csv_path``). Goal: at most 66 s wall, half of darts 0.48.1 ``historical_forecasts`` with
-  retraining (133 s for the same folds on a 2-core CPU, issue 15).
+* ``c``: ``configs/kospi_gru.yaml --backtest.folds 5 --backtest.test_size 40 --backtest.workers N`` on the bundled
+  CSV (the config's default ``csv_path``), ``N`` from ``--c-workers`` (default: the CPUs, at most the folds).
+  Goal: at most half the wall time of darts 0.48.1 ``historical_forecasts`` with retraining on the same folds
+  (issue 15 measured 133 s on a 2-core CPU: 66 s).
+* ``d``: that darts run itself, ``benchmarks/darts_backtest.py`` under ``--darts-python`` (a Python with
+  ``darts[torch]``; darts is not a dependency of this project), so that c and d are timed side by side on
+  one machine and compared as a ratio.
 
 For every command: wall seconds, CPU seconds (user + system, of the child and its descendants, from
 ``os.wait4``), peak resident memory (``ru_maxrss``) and the 1-minute load average before and after, since a
@@ -27,12 +31,14 @@ shared machine's other jobs slow the wall time (the CPU time much less). The tab
 Run from the repository root::
 
     python benchmarks/bench_backtest.py                       # a, b and c as in the issue (a and b: long)
-    python benchmarks/bench_backtest.py --only c              # the darts comparison only (~1-2 min idle)
+    python benchmarks/bench_backtest.py --only c              # the darts goal's folds only (~1-2 min idle)
+    python benchmarks/bench_backtest.py --only d,c,d --darts-python /tmp/darts/bin/python   # beside darts
     python benchmarks/bench_backtest.py --only a,b --csv my_index.csv
     python benchmarks/bench_backtest.py --folds 2 --epochs 1 --test-size 50 --c-folds 2 --c-epochs 2  # smoke
 
-``--c-args '...'`` adds CLI options to c, e.g. ``--c-args '--last_checkpoint.every_n_epochs 301'`` (``last.ckpt``
-written once, after the last epoch, instead of after every one: ~18% less CPU there, docs/backtest.md).
+A part named twice runs twice (``d,c,d``: darts before and after, for the drift of a shared machine).
+``--c-args '...'`` adds CLI options to c, e.g. ``--c-args '--last_checkpoint.every_n_epochs 1'`` (``last.ckpt``
+after every epoch, as before the backtest wrote it once per fold).
 ``--keep DIR`` keeps the run folders (``DIR/a``, ``DIR/b/fold_KK``, ``DIR/c``) instead of deleting them, so
 their ``summary.json`` / ``folds.csv`` can be read afterwards.
 """
@@ -55,6 +61,7 @@ DEFAULT_LONG_CSV = Path("/work/shared/data/indices/n225_daily.csv")
 RETURNS_CONFIG = REPO / "configs" / "kospi_gru_returns.yaml"
 GRU_CONFIG = REPO / "configs" / "kospi_gru.yaml"
 DARTS_SECONDS = 133.0  # darts 0.48.1 historical_forecasts, retrain, 5 folds of 40 days, 2-core CPU (issue 15)
+DARTS_SCRIPT = Path(__file__).resolve().parent / "darts_backtest.py"
 
 
 def cli(*args: str) -> list[str]:
@@ -222,6 +229,8 @@ def part_c(args: argparse.Namespace, work: Path) -> dict:
         str(args.c_folds),
         "--backtest.test_size",
         str(args.c_test_size),
+        "--backtest.workers",
+        str(args.c_workers),
         "--trainer.default_root_dir",
         str(root),
     )
@@ -230,6 +239,18 @@ def part_c(args: argparse.Namespace, work: Path) -> dict:
     command += shlex.split(args.c_args)
     result = run_measured(command, work / "c.log")
     result["summary"] = summary_of(root)
+    return result
+
+
+def part_d(args: argparse.Namespace, work: Path) -> dict:
+    command = [str(args.darts_python), str(DARTS_SCRIPT), "--folds", str(args.c_folds)]
+    command += ["--test-size", str(args.c_test_size)]
+    if args.c_epochs is not None:
+        command += ["--epochs", str(args.c_epochs)]
+    log = work / f"d{time.monotonic_ns()}.log"
+    result = run_measured(command, log)
+    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    result["summary"] = json.loads(lines[-1]) if lines else {}
     return result
 
 
@@ -256,14 +277,22 @@ def main() -> None:
     parser.add_argument("--c-test-size", type=int, default=40)
     parser.add_argument("--c-epochs", type=int, default=None, help="epochs of c (default: the config's, 301)")
     parser.add_argument(
-        "--c-args", default="", help="more CLI options for c, e.g. '--last_checkpoint.every_n_epochs 301'"
+        "--c-workers", type=int, default=None, help="--backtest.workers of c (default: the CPUs, at most the folds)"
     )
+    parser.add_argument(
+        "--c-args", default="", help="more CLI options for c, e.g. '--last_checkpoint.every_n_epochs 1'"
+    )
+    parser.add_argument("--darts-python", type=Path, default=None, help="a Python with darts[torch], for part d")
     parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements to this file")
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    if set(parts) - {"a", "b", "c"}:
-        parser.error(f"--only takes a, b, c: {args.only}")
+    if set(parts) - {"a", "b", "c", "d"}:
+        parser.error(f"--only takes a, b, c, d: {args.only}")
+    if "d" in parts and args.darts_python is None:
+        parser.error("part d needs --darts-python, a Python with darts[torch] (see benchmarks/darts_backtest.py)")
+    if args.c_workers is None:
+        args.c_workers = max(1, min(os.cpu_count() or 1, args.c_folds))
     if {"a", "b"} & set(parts) and not args.csv.is_file():
         parser.error(
             f"--csv {args.csv} not found: download a daily index CSV (rnn-lightning-data, or a Yahoo "
@@ -274,15 +303,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_backtest_")) if args.keep is None else args.keep.resolve()
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    runs: list[tuple[str, dict]] = []  # every run in order (a part named twice runs twice)
     print(f"cpus {os.cpu_count()}, load {os.getloadavg()}, runs in {work}", flush=True)
     try:
         for part in parts:
             print(f"part {part} ...", flush=True)
-            results[part] = {"a": part_a, "b": part_b, "c": part_c}[part](args, work)
+            if part == "c" and "c" in results:
+                shutil.rmtree(work / "c", ignore_errors=True)  # a second c: a fresh run folder
+            results[part] = {"a": part_a, "b": part_b, "c": part_c, "d": part_d}[part](args, work)
+            runs.append((part, results[part]))
             print(f"part {part}: {results[part]['wall_s']:.1f} s wall, {results[part]['cpu_s']:.1f} s CPU", flush=True)
     finally:
         if args.json is not None:
-            args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+            args.json.write_text(json.dumps([{"part": n, **r} for n, r in runs], indent=2, default=str) + "\n")
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -294,27 +327,32 @@ def main() -> None:
         print(row("a", f"backtest, {ab}", results["a"], "15 min (900 s)"))
     if "b" in results:
         print(row("b", f"{results['b']['commands'] // 2} x (fit + test), {ab}", results["b"], "a <= b"))
-    if "c" in results:
-        epochs = args.c_epochs if args.c_epochs is not None else "config's"
-        goal = f"<= {DARTS_SECONDS / 2:.0f} s (darts {DARTS_SECONDS:.0f} s)"
-        print(
-            row(
-                "c",
-                f"backtest, {args.c_folds} folds x {args.c_test_size} days, {epochs} epochs, "
-                f"{args.c_config.name}, bundled CSV",
-                results["c"],
-                goal,
+    epochs = args.c_epochs if args.c_epochs is not None else "301"
+    folds_c = f"{args.c_folds} folds x {args.c_test_size} days, {epochs} epochs"
+    darts = [r for n, r in runs if n == "d"]
+    darts_wall = sum(r["wall_s"] for r in darts) / len(darts) if darts else None
+    for name, r in runs:
+        if name == "c":
+            goal = (
+                f"<= 0.5x darts: {r['wall_s'] / darts_wall:.2f}x"
+                if darts_wall
+                else f"<= {DARTS_SECONDS / 2:.0f} s (darts {DARTS_SECONDS:.0f} s, issue 15)"
             )
-        )
+            what = f"backtest, {folds_c}, {args.c_config.name}, bundled CSV, {args.c_workers} worker(s)"
+            print(row("c", what, r, goal))
+        elif name == "d":
+            s_ = r.get("summary") or {}
+            what = f"darts 0.48.1 historical_forecasts, BlockRNNModel GRU, {folds_c}, {s_.get('threads', '?')} threads"
+            print(row("d", what, r, ""))
     if "a" in results and "b" in results:
         print(
             f"\nbacktest / separate commands: wall {results['a']['wall_s'] / results['b']['wall_s']:.2f}, "
             f"CPU {results['a']['cpu_s'] / results['b']['cpu_s']:.2f}"
         )
-    for part in ("a", "c"):
+    for part in ("a", "c", "d"):
         s = results.get(part, {}).get("summary") or {}
         if s:
-            keys = ("rmse_ratio", "dm_pvalue", "direction_acc", "up_share")
+            keys = ("rmse_ratio", "dm_pvalue", "direction_acc", "up_share", "rmse", "naive_rmse", "darts_seconds")
             print(f"{part}: " + ", ".join(f"{k} {s[k]:.4g}" for k in keys if isinstance(s.get(k), (int, float))))
 
 
