@@ -18,6 +18,8 @@ How a run goes (:func:`run_backtest`):
    training, and its best-checkpoint choice cannot see the test period: the leak is impossible by
    construction, not by care.
 3. The fold's best checkpoint predicts its test windows; the rows go to ``fold_KK/predictions.csv``.
+   With ``--backtest.workers N`` (``refit scratch``, CPU), N forked processes run steps 2-3 for every N-th
+   fold each (:func:`_run_workers`); the folds are seeded by their index, so the outputs do not change.
 4. :func:`write_outputs` joins every fold's rows into ``backtest.csv``, ``folds.csv``, ``summary.json``,
    TensorBoard scalars and a plot, in the one run folder. ``--backtest.merge`` runs only this step over
    the fold folders of several shard runs (``--backtest.shard i/n``).
