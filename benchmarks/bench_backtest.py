@@ -37,8 +37,8 @@ Run from the repository root::
     python benchmarks/bench_backtest.py --folds 2 --epochs 1 --test-size 50 --c-folds 2 --c-epochs 2  # smoke
 
 A part named twice runs twice (``d,c,d``: darts before and after, for the drift of a shared machine).
-``--c-args '...'`` adds CLI options to c, e.g. ``--c-args '--last_checkpoint.every_n_epochs 1'`` (``last.ckpt``
-after every epoch, as before the backtest wrote it once per fold).
+``--c-args '...'`` adds CLI options to c, e.g. ``--c-args '--last_checkpoint.every_n_epochs 301'`` (``last.ckpt``
+written once, after the last epoch, instead of after every one).
 ``--keep DIR`` keeps the run folders (``DIR/a``, ``DIR/b/fold_KK``, ``DIR/c``) instead of deleting them, so
 their ``summary.json`` / ``folds.csv`` can be read afterwards.
 """
@@ -280,7 +280,7 @@ def main() -> None:
         "--c-workers", type=int, default=None, help="--backtest.workers of c (default: the CPUs, at most the folds)"
     )
     parser.add_argument(
-        "--c-args", default="", help="more CLI options for c, e.g. '--last_checkpoint.every_n_epochs 1'"
+        "--c-args", default="", help="more CLI options for c, e.g. '--last_checkpoint.every_n_epochs 301'"
     )
     parser.add_argument("--darts-python", type=Path, default=None, help="a Python with darts[torch], for part d")
     parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here")

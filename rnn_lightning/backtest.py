@@ -639,33 +639,6 @@ def _fold_rows(model: Any, source: KospiDataModule, fold: Fold) -> pd.DataFrame:
     )
 
 
-def _once_per_fold_last_checkpoint(cli: RnnLightningCLI, max_epochs: int | None) -> Any:
-    """The run's config, with ``last.ckpt`` written when the fold's last epoch ends instead of after every one.
-
-    A fold is never resumed, so rewriting its ``last.ckpt`` after each epoch buys nothing; with the KOSPI
-    configs' epochs of 11-19 batches it was ~18% of a backtest's CPU time (docs/backtest.md). Left as
-    configured when the ``last_checkpoint`` group sets its own interval, or when ``max_steps`` or
-    ``max_time`` may end the fold before its last epoch.
-    """
-    config = cli.config
-    sub = config[cli.subcommand]
-    last, trainer = sub.get("last_checkpoint"), sub.get("trainer")
-    epochs = max_epochs if max_epochs is not None else trainer.get("max_epochs")
-    intervals = ("every_n_epochs", "every_n_train_steps", "train_time_interval")
-    if (
-        last is None
-        or any(last.get(k) for k in intervals)
-        or not isinstance(epochs, int)
-        or epochs < 1
-        or trainer.get("max_steps") not in (None, -1)
-        or trainer.get("max_time") is not None
-    ):
-        return config
-    config = config.clone()
-    config[cli.subcommand]["last_checkpoint"]["every_n_epochs"] = epochs
-    return config
-
-
 def _run_fold(
     cli: RnnLightningCLI,
     source: KospiDataModule,
@@ -684,8 +657,7 @@ def _run_fold(
     if seed is not None:
         seed_everything(seed + fold.index, workers=True, verbose=False)
     epochs = settings.warm_epochs if warm_state is not None and settings.warm_epochs is not None else None
-    config = _once_per_fold_last_checkpoint(cli, epochs)
-    init = cli.parser.instantiate_classes(config)  # fresh model, callbacks, logger ... (data unused)
+    init = cli.parser.instantiate_classes(cli.config)  # fresh model, callbacks, logger ... (data unused)
     model = init[cli.subcommand]["model"]
     if warm_state is not None:
         model.load_state_dict(warm_state)  # the scaling buffers are replaced by this fold's in setup("fit")

@@ -319,8 +319,7 @@ def test_two_shards_merged_equal_one_run(tmp_path: Path) -> None:
 
 
 def test_workers_give_the_outputs_of_one_process(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    """Three folds in two forked workers: the same bytes as one process, each fold's last.ckpt written once, at
-    its last epoch."""
+    """Three folds in two forked workers: the same bytes as one process, and every fold's own checkpoints."""
     csv = write_price_csv(tmp_path / "prices.csv", rows=80)
     common = dict(folds=3, test_size=5, epochs=3)
     run_cli(*backtest_args(csv, tmp_path / "one", **common))
@@ -334,7 +333,7 @@ def test_workers_give_the_outputs_of_one_process(tmp_path: Path, capfd: pytest.C
             last = torch.load(
                 run / f"fold_{k:02d}" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
             )
-            assert last["epoch"] == 2 and last["global_step"] > 0  # saved when the fold's third epoch ended
+            assert last["epoch"] == 2 and last["global_step"] > 0  # the fold's last (third) epoch
 
 
 def test_a_failed_worker_ends_the_run_in_one_line(
