@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from rnn_lightning.errors import UserInputError, check_choice, check_positive
+from rnn_lightning.errors import UserInputError, check_choice, check_positive, print_error
 
 if TYPE_CHECKING:
     from rnn_lightning.cli import RnnLightningCLI
@@ -689,23 +689,29 @@ def _run_fold(
     return rows, best
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every fold of one backtest command shares: the CLI (config, parser), the read data, the run folder."""
+
+    cli: RnnLightningCLI
+    source: KospiDataModule
+    run_dir: Path
+    settings: BacktestSettings
+    seed: int | None
+    signature: str
+
+
 def _backtest_fold(
-    cli: RnnLightningCLI,
-    source: KospiDataModule,
-    fold: Fold,
-    run_dir: Path,
-    settings: BacktestSettings,
-    seed: int | None,
-    signature: str,
-    warm_state: dict[str, torch.Tensor] | None = None,
+    run: _Run, fold: Fold, warm_state: dict[str, torch.Tensor] | None
 ) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor] | None]:
     """Fit and test one fold, write its folder (``predictions.csv``, ``fold.json``) and print its line."""
-    rows, best = _run_fold(cli, source, fold, run_dir, settings, seed, warm_state)
-    fold_dir = run_dir / fold_dir_name(fold.index)
+    rows, best = _run_fold(run.cli, run.source, fold, run.run_dir, run.settings, run.seed, warm_state)
+    fold_dir = run.run_dir / fold_dir_name(fold.index)
     fold_dir.mkdir(parents=True, exist_ok=True)
     rows.to_csv(fold_dir / FOLD_ROWS, index=False)  # full precision: merge rebuilds the outputs from it
     metrics = fold_metrics(rows)
-    dates = fold_dates(source, fold)
+    dates = fold_dates(run.source, fold)
+    settings = {k: v for k, v in asdict(run.settings).items() if k != "workers"}
     meta: dict[str, Any] = {
         "fold": fold.index,
         "windows": asdict(fold),
@@ -713,8 +719,8 @@ def _backtest_fold(
         "rmse": metrics["rmse"],
         "naive_rmse": metrics["naive_rmse"],
         # How the folds were spread over processes is not a setting of their results.
-        "settings": {k: v for k, v in asdict(settings).items() if k != "workers"} | {"shard": None, "merge": None},
-        "signature": signature,
+        "settings": settings | {"shard": None, "merge": None},
+        "signature": run.signature,
     }
     (fold_dir / FOLD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     print(
@@ -726,35 +732,29 @@ def _backtest_fold(
     return fold_dir, meta, best
 
 
-def _worker(
-    cli: RnnLightningCLI,
-    source: KospiDataModule,
-    folds: list[Fold],
-    run_dir: Path,
-    settings: BacktestSettings,
-    seed: int | None,
-    signature: str,
-) -> None:
+def _run_folds(run: _Run, folds: list[Fold]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Run ``folds`` one after another in this process; with ``refit warm`` each starts from the last's best."""
+    warm: dict[str, torch.Tensor] | None = None
+    fold_dirs, metas = [], []
+    with _quiet_lightning():
+        for fold in folds:
+            fold_dir, meta, best = _backtest_fold(run, fold, warm if run.settings.refit == "warm" else None)
+            warm = best
+            fold_dirs.append(fold_dir)
+            metas.append(meta)
+    return fold_dirs, metas
+
+
+def _worker(run: _Run, folds: list[Fold]) -> None:
     """One worker process's folds; a bad input found only now ends it with the CLI's one-line error."""
     try:
-        with _quiet_lightning():
-            for fold in folds:
-                _backtest_fold(cli, source, fold, run_dir, settings, seed, signature)
+        _run_folds(run, folds)
     except UserInputError as err:
-        print(f"rnn-lightning: error: {err}", file=sys.stderr, flush=True)
+        print_error(err)
         raise SystemExit(2) from None
 
 
-def _run_workers(
-    cli: RnnLightningCLI,
-    source: KospiDataModule,
-    folds: list[Fold],
-    run_dir: Path,
-    settings: BacktestSettings,
-    seed: int | None,
-    signature: str,
-    workers: int,
-) -> tuple[list[Path], list[dict[str, Any]]]:
+def _run_workers(run: _Run, folds: list[Fold], workers: int) -> tuple[list[Path], list[dict[str, Any]]]:
     """Run ``folds`` in ``workers`` forked processes (every ``workers``-th fold each) and read their folders.
 
     Forked, so that every worker starts with this process's imports, config and read data: nothing is
@@ -768,11 +768,7 @@ def _run_workers(
     sys.stderr.flush()
     context = multiprocessing.get_context("fork")
     processes = [
-        context.Process(
-            target=_worker,
-            args=(cli, source, folds[w::workers], run_dir, settings, seed, signature),
-            name=f"backtest-worker-{w + 1}",
-        )
+        context.Process(target=_worker, args=(run, folds[w::workers]), name=f"backtest-worker-{w + 1}")
         for w in range(workers)
     ]
     for process in processes:
@@ -788,14 +784,13 @@ def _run_workers(
     failed = [(w + 1, p.exitcode) for w, p in enumerate(processes) if p.exitcode]
     if failed:
         worker, code = failed[0]
-        print(
-            f"rnn-lightning: error: backtest worker {worker} of {workers} failed (exit status {code}); "
-            f"the finished folds' folders are in {run_dir}",
-            file=sys.stderr,
+        print_error(
+            f"backtest worker {worker} of {workers} failed (exit status {code}); "
+            f"the finished folds' folders are in {run.run_dir}"
         )
         raise SystemExit(2 if code == 2 else 1)
     wanted = {fold.index for fold in folds}
-    found = [(d, m) for d, m in read_fold_dirs([run_dir]) if m["fold"] in wanted]
+    found = [(d, m) for d, m in read_fold_dirs([run.run_dir]) if m["fold"] in wanted]
     return [d for d, _ in found], [m for _, m in found]
 
 
@@ -848,26 +843,8 @@ def run_backtest(cli: RnnLightningCLI, model: Any, datamodule: Any, settings: Ba
         f"backtest: {len(mine)} of {len(folds)} folds of {settings.test_size} test days, {settings.window} "
         f"window, refit {settings.refit}, into {run_dir}" + (f", {workers} at a time" if workers > 1 else "")
     )
-    if workers > 1:
-        fold_dirs, metas = _run_workers(cli, datamodule, mine, run_dir, settings, seed, signature, workers)
-    else:
-        warm: dict[str, torch.Tensor] | None = None
-        fold_dirs, metas = [], []
-        with _quiet_lightning():
-            for fold in mine:
-                fold_dir, meta, best = _backtest_fold(
-                    cli,
-                    datamodule,
-                    fold,
-                    run_dir,
-                    settings,
-                    seed,
-                    signature,
-                    warm if settings.refit == "warm" else None,
-                )
-                warm = best
-                fold_dirs.append(fold_dir)
-                metas.append(meta)
+    run = _Run(cli, datamodule, run_dir, settings, seed, signature)
+    fold_dirs, metas = _run_workers(run, mine, workers) if workers > 1 else _run_folds(run, mine)
     if settings.shard is not None:
         print(f"backtest: shard {settings.shard} done; join the shards with --backtest.merge '[DIR, ...]'")
         return {"folds": len(mine), "run_dir": str(run_dir)}

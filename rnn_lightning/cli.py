@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,7 +24,7 @@ from rnn_lightning.backtest import BacktestSettings, run_backtest
 from rnn_lightning.callbacks import PredictionPlots, PredictionWriter
 from rnn_lightning.checkpointing import AtomicCheckpointIO, BestCheckpoint, last_checkpoint_defaults
 from rnn_lightning.data.base import InMemoryDataModule
-from rnn_lightning.errors import UserInputError
+from rnn_lightning.errors import UserInputError, print_error
 from rnn_lightning.export import ExportSettings, run_export
 from rnn_lightning.export import check_settings as check_export_settings
 from rnn_lightning.models.module import RecurrentModel
@@ -58,7 +57,7 @@ class OneLineErrorParser(LightningArgumentParser):
         if not self.exit_on_error or os.environ.get(DEBUG_ENV):
             super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
-        print(f"rnn-lightning: error: {_one_line(message)} (see {prog} --help)", file=sys.stderr)
+        print_error(f"{_one_line(message)} (see {prog} --help)")
         raise SystemExit(2)
 
 
@@ -329,5 +328,5 @@ def main(args: list[str] | None = None) -> None:
         user_error = _user_input_error(err)
         if user_error is None or os.environ.get(DEBUG_ENV):
             raise
-        print(f"rnn-lightning: error: {user_error}", file=sys.stderr)
+        print_error(user_error)
         raise SystemExit(2) from None

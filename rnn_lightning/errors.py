@@ -6,6 +6,7 @@ unknown name or a bad count reads the same wherever it is caught.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 
@@ -15,6 +16,11 @@ class UserInputError(ValueError):
     The message names what is wrong and where, in one line. ``rnn-lightning`` prints it and exits with
     status 2; set ``RNN_LIGHTNING_DEBUG=1`` to see the traceback as well.
     """
+
+
+def print_error(message: object) -> None:
+    """``rnn-lightning: error: <message>`` on stderr: the one line every failure the CLI reports ends in."""
+    print(f"rnn-lightning: error: {message}", file=sys.stderr, flush=True)
 
 
 def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
