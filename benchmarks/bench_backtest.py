@@ -143,11 +143,11 @@ def part_a(args: argparse.Namespace, work: Path) -> dict:
 def fold_plan(args: argparse.Namespace) -> tuple[list, list[str], int]:
     """The backtest's folds for the config and CSV, the valid rows' dates, and the window length."""
     from rnn_lightning.backtest import BacktestSettings, plan_folds, window_offset
-    from rnn_lightning.data.kospi import KospiDataModule
+    from rnn_lightning.data.daily import DailyPricesDataModule
 
     data = data_options(args.config)
     data["csv_path"] = str(args.csv)
-    module = KospiDataModule(**data)
+    module = DailyPricesDataModule(**data)
     module.setup("fit")
     settings = BacktestSettings(folds=args.folds, test_size=args.test_size)
     folds = plan_folds(

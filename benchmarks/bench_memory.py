@@ -6,7 +6,7 @@ time:
 
 * ``floor``: ``python -c "import torch, lightning"``, the resident memory every run starts from (torch's
   CUDA build maps about 800 MB of libraries on import);
-* ``setup``: ``KospiDataModule(...).setup("fit")`` (read and validate the CSV, build the windows), then
+* ``setup``: ``DailyPricesDataModule(...).setup("fit")`` (read and validate the CSV, build the windows), then
   what the model's ``setup`` asks of it when fitting starts (``fitted_scaling()``) and the training
   windows, timed phase by phase;
 * ``fit``: ``python -m rnn_lightning fit --config configs/kospi_gru.yaml ...`` with 10 training batches of
@@ -49,12 +49,12 @@ def rss():  # peak resident MB so far (ru_maxrss is in KiB on Linux)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter()
 import torch, lightning
-from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.data.prices import read_price_csv
 out = {"import_s": time.perf_counter() - t0, "import_mb": rss()}
 csv, T = sys.argv[1], int(sys.argv[2])
 t = time.perf_counter()
-dm = KospiDataModule(csv_path=csv, sequence_length=T, batch_size=1024, split=0.8, val_size=0.05)
+dm = DailyPricesDataModule(csv_path=csv, sequence_length=T, batch_size=1024, split=0.8, val_size=0.05)
 dm.setup("fit")
 out.update(setup_s=time.perf_counter() - t, setup_mb=rss(), rows=len(dm.close), windows=dm.num_windows)
 t = time.perf_counter()
@@ -72,11 +72,11 @@ print("RESULT " + json.dumps(out))
 # training step (the config's GRU: hidden 8 x 2 layers, flatten readout, Adam), one thread as the config.
 SPEED_CHILD = r"""
 import json, sys, time, torch
-from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.models.scaling import PriceScaling
 torch.set_num_threads(1)
 csv, T, B, reps = sys.argv[1], int(sys.argv[2]), 1024, 50
-dm = KospiDataModule(csv_path=csv, sequence_length=T, batch_size=B, split=0.8, val_size=0.05)
+dm = DailyPricesDataModule(csv_path=csv, sequence_length=T, batch_size=B, split=0.8, val_size=0.05)
 dm.setup("fit")
 scaling = PriceScaling(dm.features)
 scaling.set_fitted(**dm.fitted_scaling())

@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.data.rows import RowMNISTDataModule
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.models.backbones import BACKBONES, RecurrentBackbone
@@ -10,7 +10,7 @@ from rnn_lightning.models.module import RecurrentModel
 
 __all__ = [
     "BACKBONES",
-    "KospiDataModule",
+    "DailyPricesDataModule",
     "RecurrentBackbone",
     "RecurrentModel",
     "RowMNISTDataModule",

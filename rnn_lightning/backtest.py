@@ -50,7 +50,7 @@ from rnn_lightning.errors import UserInputError, check_choice, check_positive, p
 
 if TYPE_CHECKING:
     from rnn_lightning.cli import RnnLightningCLI
-    from rnn_lightning.data.kospi import KospiDataModule
+    from rnn_lightning.data.daily import DailyPricesDataModule
 
 WINDOWS = ("expanding", "sliding")
 REFITS = ("scratch", "warm")
@@ -264,12 +264,12 @@ def shard_folds(folds: list[Fold], shard: tuple[int, int] | None) -> list[Fold]:
 # --- a fold's data: a view of the CLI's data module, cut before the test period ---------------------------
 
 
-def window_offset(datamodule: KospiDataModule) -> int:
+def window_offset(datamodule: DailyPricesDataModule) -> int:
     """Rows from a window's first row to its (last) target row, plus one: ``sequence_length + horizon - 1``."""
     return len(datamodule.close) - datamodule.num_windows
 
 
-def fold_view(source: KospiDataModule, fold: Fold) -> KospiDataModule:
+def fold_view(source: DailyPricesDataModule, fold: Fold) -> DailyPricesDataModule:
     """A copy of the read data module holding only fold ``fold``'s training and validation rows.
 
     Rows ``[start, train_stop + offset)``: the inputs and targets of the fold's training and validation
@@ -295,7 +295,7 @@ def fold_view(source: KospiDataModule, fold: Fold) -> KospiDataModule:
     return view
 
 
-def fold_dates(source: KospiDataModule, fold: Fold) -> dict[str, str]:
+def fold_dates(source: DailyPricesDataModule, fold: Fold) -> dict[str, str]:
     """The first and last target day of the fold's training part and of its test period."""
     days = pd.to_datetime(source.dates.iloc[source.sequence_length :]).dt.strftime("%Y-%m-%d").to_numpy()
     return {
@@ -585,7 +585,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 # --- running the folds -----------------------------------------------------------------------------------------
 
 
-def _signature(cli: RnnLightningCLI, source: KospiDataModule, settings: BacktestSettings) -> str:
+def _signature(cli: RnnLightningCLI, source: DailyPricesDataModule, settings: BacktestSettings) -> str:
     """A hash of everything that decides the folds' results: the config (less :data:`UNSIGNED_KEYS`) and the data."""
     config = cli.config[cli.subcommand].clone()
     for key in UNSIGNED_KEYS:
@@ -620,9 +620,9 @@ def _best_state(trainer: Any) -> dict[str, torch.Tensor] | None:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def _fold_rows(model: Any, source: KospiDataModule, fold: Fold) -> pd.DataFrame:
+def _fold_rows(model: Any, source: DailyPricesDataModule, fold: Fold) -> pd.DataFrame:
     """The fold's test days: date, fold, actual, predicted (the best model's), naive (today's close)."""
-    from rnn_lightning.tasks.common import predict_all
+    from rnn_lightning.reports.common import predict_all
 
     test = source.windows(slice(fold.origin, fold.stop))
     out = predict_all(model, test)
@@ -641,7 +641,7 @@ def _fold_rows(model: Any, source: KospiDataModule, fold: Fold) -> pd.DataFrame:
 
 def _run_fold(
     cli: RnnLightningCLI,
-    source: KospiDataModule,
+    source: DailyPricesDataModule,
     fold: Fold,
     run_dir: Path,
     settings: BacktestSettings,
@@ -694,7 +694,7 @@ class _Run:
     """What every fold of one backtest command shares: the CLI (config, parser), the read data, the run folder."""
 
     cli: RnnLightningCLI
-    source: KospiDataModule
+    source: DailyPricesDataModule
     run_dir: Path
     settings: BacktestSettings
     seed: int | None
@@ -800,7 +800,7 @@ def run_backtest(cli: RnnLightningCLI, model: Any, datamodule: Any, settings: Ba
     ``model`` is the CLI's model, unused but for its type: every fold builds its own. ``datamodule`` is the
     CLI's data module, already read and checked by ``before_backtest``.
     """
-    from rnn_lightning.data.kospi import KospiDataModule
+    from rnn_lightning.data.daily import DailyPricesDataModule
 
     check_settings(settings)
     if settings.merge:
@@ -812,9 +812,9 @@ def run_backtest(cli: RnnLightningCLI, model: Any, datamodule: Any, settings: Ba
         return _finish(
             cli, run_dir, [d for d, _ in found], [m for _, m in found], BacktestSettings(**found[0][1]["settings"])
         )
-    if not isinstance(datamodule, KospiDataModule):
+    if not isinstance(datamodule, DailyPricesDataModule):
         raise UserInputError(
-            f"backtest needs a daily price data module (KospiDataModule), not {type(datamodule).__name__}"
+            f"backtest needs a daily price data module (DailyPricesDataModule), not {type(datamodule).__name__}"
         )
     config = cli.config[cli.subcommand]
     if config.get("optimizer") or config.get("lr_scheduler"):

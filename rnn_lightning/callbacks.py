@@ -1,7 +1,7 @@
 """What a person looks at after a run: prediction plots in TensorBoard and as PNGs, and ``predictions.csv``.
 
 Both callbacks are generic: what they draw and tabulate comes from the data module's task, through the
-registry in :mod:`rnn_lightning.tasks`. Everything is drawn and written by rank 0 alone: the data sets are
+registry in :mod:`rnn_lightning.reports`. Everything is drawn and written by rank 0 alone: the data sets are
 small enough to live in memory, so rank 0 runs the model over a whole split itself rather than gathering
 outputs from every rank. Figures are built on matplotlib's Agg canvas directly (``matplotlib.figure``),
 never through pyplot's global state, so no window opens and no backend setting of the user's changes.
@@ -26,8 +26,8 @@ from PIL import Image
 from torch import Tensor
 
 from rnn_lightning.errors import UserInputError
-from rnn_lightning.tasks import TASKS
-from rnn_lightning.tasks.common import Stage
+from rnn_lightning.reports import REPORTS
+from rnn_lightning.reports.common import Stage
 
 PLOT_DPI = 110
 
@@ -89,7 +89,7 @@ class PredictionPlots(Callback):
         if not trainer.is_global_zero or run_dir is None:
             return
         datamodule = trainer.datamodule
-        task = TASKS.get(getattr(datamodule, "task", ""))
+        task = REPORTS.get(getattr(datamodule, "task", ""))
         if task is None:
             return
         figures = task.figures(pl_module, datamodule, stage, self.max_images)
@@ -160,7 +160,7 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero or run_dir is None or not predictions:
             return
         datamodule = trainer.datamodule
-        task = TASKS.get(getattr(datamodule, "task", ""))
+        task = REPORTS.get(getattr(datamodule, "task", ""))
         if task is None:
             return
         table = task.table(datamodule, _concat(predictions))

@@ -16,7 +16,7 @@ shapes, the data settings the model was trained on and the project version.
 After writing, the file is run (onnxruntime or ``torch.jit.load``) on a batch of one and on every sample
 ``predict`` covers for prices (every window, then tomorrow's) or on the test split for images, and
 compared with the checkpoint's predictions through the project's own predict path
-(:func:`rnn_lightning.tasks.common.predict_all`). The file is written under a temporary name beside the
+(:func:`rnn_lightning.reports.common.predict_all`). The file is written under a temporary name beside the
 target and renamed only once that check passes, so a failed export leaves no file.
 
 The ONNX file comes from torch's default, ``torch.export``-based exporter (``dynamo=True``): the legacy
@@ -266,7 +266,7 @@ def split_inputs(model: RecurrentModel, datamodule: Any) -> tuple[Tensor, ...]:
 
 def expected_outputs(model: RecurrentModel, datamodule: Any, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The checkpoint's predictions on :func:`check_batch` through the project's predict path."""
-    from rnn_lightning.tasks.common import predict_all
+    from rnn_lightning.reports.common import predict_all
 
     batch = check_batch(model, datamodule)
     if not len(batch[0]):

@@ -10,7 +10,7 @@ import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnn_lightning.cli import main
-from rnn_lightning.data.kospi import EXAMPLE_CSV as KOSPI_CSV  # noqa: F401  (the bundled tutorial CSV)
+from rnn_lightning.data.daily import EXAMPLE_CSV as KOSPI_CSV  # noqa: F401  (the bundled tutorial CSV)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

@@ -25,7 +25,7 @@ from rnn_lightning.backtest import (
     plan_folds,
     read_fold_dirs,
 )
-from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.errors import UserInputError
 
 KOSPI_CONFIGS = sorted(CONFIGS.glob("kospi_*.yaml"))
@@ -152,7 +152,7 @@ def test_fold_scaling_never_sees_its_test_rows(window: str, tmp_path: Path) -> N
 
     def scalings(frame: pd.DataFrame, name: str) -> list[dict]:
         frame.to_csv(tmp_path / name, index=False)
-        data = KospiDataModule(csv_path=str(tmp_path / name), split=30, val_size=5)
+        data = DailyPricesDataModule(csv_path=str(tmp_path / name), split=30, val_size=5)
         data.setup("fit")
         folds = plan_folds(data.num_windows, settings, data.val_size)
         return [fold_view(data, fold).fitted_scaling() for fold in folds], folds

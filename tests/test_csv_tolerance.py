@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from helpers import CONFIGS, make_price_frame, only_version_dir, run_cli
 
-from rnn_lightning.data.kospi import read_price_csv
+from rnn_lightning.data.daily import read_price_csv
 from rnn_lightning.errors import UserInputError
 
 COLUMNS = ["Open", "High", "Low", "Close", "Volume"]

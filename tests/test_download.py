@@ -12,7 +12,7 @@ import pytest
 from helpers import make_price_frame
 
 from rnn_lightning.data.download import YAHOO_COLUMNS, main
-from rnn_lightning.data.kospi import read_price_csv
+from rnn_lightning.data.daily import read_price_csv
 
 TICKER = "^KS11"
 
@@ -77,12 +77,12 @@ def test_download_writes_yahoo_csv(
 
 
 def test_downloaded_csv_feeds_the_data_module(fake_yfinance, tmp_path: Path) -> None:
-    from rnn_lightning.data.kospi import KospiDataModule
+    from rnn_lightning.data.daily import DailyPricesDataModule
 
     fake_yfinance.result = yfinance_frame(rows=40)
     out = tmp_path / "kospi.csv"
     main(["kospi", "--start", "2019-01-30", "--end", "2019-03-30", "--out", str(out)])
-    datamodule = KospiDataModule(str(out), split=20)
+    datamodule = DailyPricesDataModule(str(out), split=20)
     datamodule.setup("fit")
     assert datamodule.num_windows == 39 - 5
 

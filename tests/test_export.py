@@ -20,10 +20,10 @@ from helpers import CONFIGS, only_version_dir, run_cli, write_mnist_dir, write_p
 
 from rnn_lightning import __version__, export
 from rnn_lightning.data.batches import Images, PriceWindows
-from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.data.rows import RowMNISTDataModule
 from rnn_lightning.models.module import RecurrentModel
-from rnn_lightning.tasks.common import predict_all
+from rnn_lightning.reports.common import predict_all
 
 # TorchScript is deprecated in torch 2.14 but still the one format a C++/Java libtorch service loads.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -97,7 +97,7 @@ class Run:
         """The test split, raw, as the data module gives it."""
         if self.task == "kospi":
             relative = self.backbone in RELATIVE
-            dm = KospiDataModule(
+            dm = DailyPricesDataModule(
                 csv_path=str(self.data),
                 split=50,
                 val_size=10,
@@ -386,7 +386,7 @@ def test_quantile_head_with_a_horizon_exports_every_quantile(fmt: str, tmp_path:
     path = tmp_path / f"quantile.{fmt}"
     run_cli("export", *args, "--ckpt_path", ckpt, "--export.format", fmt, "--export.path", path)
     model = RecurrentModel.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    dm = KospiDataModule(
+    dm = DailyPricesDataModule(
         csv_path=str(csv), split=50, val_size=10, features=["LogReturn"], target_transform="log_return", horizon=2
     )
     dm.setup("test")

@@ -13,7 +13,7 @@ import torch
 from helpers import CONFIGS, run_cli, scalars, write_price_csv
 from scipy import integrate, stats
 
-from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.models.heads import (
     GaussianHead,
@@ -150,7 +150,7 @@ def test_naive_distribution_is_training_quantiles_and_moments() -> None:
 @pytest.mark.parametrize("horizon", [1, 3])
 def test_every_transform_with_a_horizon_round_trips(transform: str, horizon: int, tmp_path: Path) -> None:
     csv = write_price_csv(tmp_path / "p.csv", rows=40)
-    dm = KospiDataModule(str(csv), features=["Close"], horizon=horizon, split=20, target_transform=transform)
+    dm = DailyPricesDataModule(str(csv), features=["Close"], horizon=horizon, split=20, target_transform=transform)
     dm.setup()
     windows = dm.windows()
     assert len(windows.ref) == 40 - 5 - (horizon - 1)
@@ -169,7 +169,7 @@ def test_every_transform_with_a_horizon_round_trips(transform: str, horizon: int
 def test_horizon_one_is_the_one_day_task(tmp_path: Path) -> None:
     """horizon 1: the windows, splits and prediction rows the one-day task always had."""
     csv = write_price_csv(tmp_path / "p.csv", rows=40)
-    dm = KospiDataModule(str(csv), horizon=1, split=20, val_size=5)
+    dm = DailyPricesDataModule(str(csv), horizon=1, split=20, val_size=5)
     dm.setup()
     w, close, T = dm.windows(), dm.close, 5
     assert dm.num_outputs == 1 and dm.num_windows == 40 - T
@@ -185,7 +185,7 @@ def test_horizon_one_is_the_one_day_task(tmp_path: Path) -> None:
 def test_training_windows_stop_before_later_targets(tmp_path: Path) -> None:
     """For H > 1 no training target is a close that a validation or test window predicts."""
     csv = write_price_csv(tmp_path / "p.csv", rows=60)
-    dm = KospiDataModule(str(csv), horizon=4, split=30, val_size=5)
+    dm = DailyPricesDataModule(str(csv), horizon=4, split=30, val_size=5)
     dm.setup()
     train, val = dm.split_slice("train"), dm.split_slice("val")
     last_train_target_row = train.stop - 1 + 5 + 4 - 1
@@ -216,9 +216,9 @@ def test_bad_quantiles(levels: list[float], message: str) -> None:
 def test_bad_horizons_and_heads(tmp_path: Path) -> None:
     csv = write_price_csv(tmp_path / "p.csv", rows=40)
     with pytest.raises(UserInputError, match="horizon must be a positive integer"):
-        KospiDataModule(str(csv), horizon=0)
+        DailyPricesDataModule(str(csv), horizon=0)
     with pytest.raises(UserInputError, match="horizon=5 is too long for the test period"):
-        KospiDataModule(str(csv), horizon=5, split=32).setup()
+        DailyPricesDataModule(str(csv), horizon=5, split=32).setup()
     with pytest.raises(UserInputError, match="head 'quantile' is for regression"):
         RecurrentModel(head="quantile", task="classification", input_size=28, sequence_length=28, num_outputs=10)
 
@@ -301,7 +301,7 @@ def test_cli_fit_test_predict(head: str, horizon: int, tmp_path: Path) -> None:
     assert logged["test_coverage"] == pytest.approx(np.mean((y >= q[:, 0]) & (y <= q[:, -1])))
     assert logged["test_width"] == pytest.approx(np.mean(q[:, -1] - q[:, 0]), rel=1e-4)
     # The naive distribution: today's close moved by the training windows' quantiles of log returns.
-    dm = KospiDataModule(
+    dm = DailyPricesDataModule(
         str(csv), features=["LogReturn"], horizon=horizon, split=50, val_size=10, target_transform="log_return"
     )
     dm.setup()

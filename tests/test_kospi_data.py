@@ -1,4 +1,4 @@
-"""KospiDataModule: windows, chronological split, the tutorial's numbers, and the scaler in checkpoints."""
+"""DailyPricesDataModule: windows, chronological split, the tutorial's numbers, and the scaler in checkpoints."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from helpers import (
     write_price_csv,
 )
 
-from rnn_lightning import KospiDataModule, RecurrentModel
-from rnn_lightning.data.kospi import make_windows
+from rnn_lightning import DailyPricesDataModule, RecurrentModel
+from rnn_lightning.data.daily import make_windows
 
 
 def loop_windows(x: np.ndarray, y: np.ndarray, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +41,7 @@ def test_windows_equal_a_plain_loop(sequence_length: int) -> None:
 
 
 def test_datamodule_windows_targets_and_split(kospi_csv: Path) -> None:
-    dm = KospiDataModule(str(kospi_csv), split=50, val_size=10, scaler_fit="all")
+    dm = DailyPricesDataModule(str(kospi_csv), split=50, val_size=10, scaler_fit="all")
     dm.setup("fit")
     frame = pd.read_csv(kospi_csv)
     columns = ["Open", "High", "Low", "Volume"]
@@ -71,7 +71,7 @@ def test_datamodule_windows_targets_and_split(kospi_csv: Path) -> None:
 def test_scaler_sees_only_training_rows(tmp_path: Path) -> None:
     """Changing every row after the training part leaves the fitted scaling unchanged."""
     csv = write_price_csv(tmp_path / "a.csv")
-    dm = KospiDataModule(str(csv), split=50, val_size=10)
+    dm = DailyPricesDataModule(str(csv), split=50, val_size=10)
     dm.setup("fit")
     frame = pd.read_csv(csv)
     train_rows = dm.num_train + dm.sequence_length  # 40 windows use rows 0..44
@@ -84,11 +84,11 @@ def test_scaler_sees_only_training_rows(tmp_path: Path) -> None:
     changed.loc[train_rows:, ["Open", "High", "Low", "Close", "Adj Close"]] *= 3.0
     changed.loc[train_rows:, "Volume"] *= 5
     changed.to_csv(tmp_path / "b.csv", index=False)
-    other = KospiDataModule(str(tmp_path / "b.csv"), split=50, val_size=10)
+    other = DailyPricesDataModule(str(tmp_path / "b.csv"), split=50, val_size=10)
     other.setup("fit")
     assert fitted_numbers(other) == fitted
     # The tutorial's scaler_fit=all does see them.
-    leaky = KospiDataModule(str(tmp_path / "b.csv"), split=50, val_size=10, scaler_fit="all")
+    leaky = DailyPricesDataModule(str(tmp_path / "b.csv"), split=50, val_size=10, scaler_fit="all")
     leaky.setup("fit")
     assert fitted_numbers(leaky) != fitted
 
@@ -96,7 +96,7 @@ def test_scaler_sees_only_training_rows(tmp_path: Path) -> None:
 def test_checkpoint_carries_the_scaler(tmp_path: Path) -> None:
     """test() from a checkpoint scales with the training run's scaler, even if the CSV's rows changed."""
     csv = write_price_csv(tmp_path / "prices.csv")
-    dm = KospiDataModule(str(csv), split=50, val_size=10)
+    dm = DailyPricesDataModule(str(csv), split=50, val_size=10)
     model = RecurrentModel(backbone="gru")
     trainer = pl.Trainer(
         max_epochs=1, default_root_dir=tmp_path, enable_progress_bar=False, logger=False, enable_model_summary=False
@@ -108,7 +108,7 @@ def test_checkpoint_carries_the_scaler(tmp_path: Path) -> None:
     frame = pd.read_csv(csv)
     frame[["Open", "High", "Low", "Close", "Adj Close"]] *= 1.5
     frame.to_csv(tmp_path / "shifted.csv", index=False)
-    fresh = KospiDataModule(str(tmp_path / "shifted.csv"), split=50, val_size=10)
+    fresh = DailyPricesDataModule(str(tmp_path / "shifted.csv"), split=50, val_size=10)
     restored = RecurrentModel.load_from_checkpoint(ckpt)
     assert torch.equal(restored.fc.weight, model.fc.weight)
     tester = pl.Trainer(default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
@@ -121,7 +121,7 @@ def test_checkpoint_carries_the_scaler(tmp_path: Path) -> None:
 
 def test_tutorial_counts_and_scaled_values() -> None:
     """431 rows -> 426 windows, 200 train / 226 test; MinMax over all rows reproduces the tutorial's df.head()."""
-    dm = KospiDataModule(str(KOSPI_CSV), split=200, val_size=0, scaler_fit="all")
+    dm = DailyPricesDataModule(str(KOSPI_CSV), split=200, val_size=0, scaler_fit="all")
     dm.setup("fit")
     assert (len(dm.close), dm.num_windows, dm.num_train, dm.num_windows - dm.num_train) == (431, 426, 200, 226)
     scaling = fitted_scaling_module(dm)
@@ -135,7 +135,7 @@ def test_tutorial_counts_and_scaled_values() -> None:
 def test_trains_on_the_tutorial_csv(tmp_path: Path) -> None:
     """A short GRU fit on the real CSV: the training loss falls and the price metrics are finite."""
     pl.seed_everything(0)
-    dm = KospiDataModule(str(KOSPI_CSV), split=200, val_size=20)
+    dm = DailyPricesDataModule(str(KOSPI_CSV), split=200, val_size=20)
     model = RecurrentModel(backbone="gru", hidden_size=8, num_layers=2)
     trainer = pl.Trainer(
         max_epochs=30,
@@ -169,7 +169,7 @@ def test_split_too_small_for_the_devices(kospi_csv: Path) -> None:
 
     from rnn_lightning import UserInputError
 
-    dm = KospiDataModule(str(kospi_csv), split=50, val_size=1)
+    dm = DailyPricesDataModule(str(kospi_csv), split=50, val_size=1)
     dm.setup("fit")
     dm.trainer = SimpleNamespace(global_rank=0, world_size=2, current_epoch=0)
     with pytest.raises(UserInputError, match="a split of 1 samples cannot give each of 2 devices one"):

@@ -8,7 +8,7 @@ import torch
 from rnn_lightning import BACKBONES, RecurrentModel, UserInputError
 from rnn_lightning.data.batches import Images, PriceWindows
 
-TASKS = {"regression": 1, "classification": 10}
+OUTPUTS_PER_TASK = {"regression": 1, "classification": 10}
 
 
 def batch_for(task: str, n: int = 16, steps: int = 5, features: int = 4) -> PriceWindows | Images:
@@ -21,7 +21,7 @@ def batch_for(task: str, n: int = 16, steps: int = 5, features: int = 4) -> Pric
     return Images(x, (x[:, -1, 0] * 10).long().clamp(max=9))  # (B,) labels
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", OUTPUTS_PER_TASK)
 @pytest.mark.parametrize("readout", ["flatten", "last"])
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_forward_loss_and_one_step(backbone: str, readout: str, task: str) -> None:
@@ -34,12 +34,12 @@ def test_forward_loss_and_one_step(backbone: str, readout: str, task: str) -> No
         task=task,
         input_size=4,
         sequence_length=5,
-        num_outputs=TASKS[task],
+        num_outputs=OUTPUTS_PER_TASK[task],
         lr=1e-3,
     )
     batch = batch_for(task)
     out = model.outputs(batch)
-    assert out.shape == (16, TASKS[task]) and out.dtype == torch.float32
+    assert out.shape == (16, OUTPUTS_PER_TASK[task]) and out.dtype == torch.float32
     hidden = model.backbone(model.inputs(batch))
     directions = 2 if backbone == "bilstm" else 1
     assert hidden.shape == (16, 5, 6 * directions)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import CONFIGS, REPO
 
-from rnn_lightning.data.kospi import EXAMPLE_CSV, KospiDataModule
+from rnn_lightning.data.daily import EXAMPLE_CSV, DailyPricesDataModule
 
 # The tutorial's file as published in ../shared/data/kospi/SOURCES.md: shipped byte for byte.
 EXAMPLE_SHA256 = "dbb9f709a311b88dfd58124c6af9e000326e15cd42efd001228b6c3c83dedf92"
@@ -29,7 +29,7 @@ def console(args: list[object], cwd: Path, timeout: int = 600) -> subprocess.Com
 
 def test_the_example_csv_is_the_tutorials_file_and_the_default() -> None:
     assert hashlib.sha256(EXAMPLE_CSV.read_bytes()).hexdigest() == EXAMPLE_SHA256
-    dm = KospiDataModule()
+    dm = DailyPricesDataModule()
     dm.setup("fit")
     # 431 rows, 5-day windows: 426 windows, 200 for training (20 of them validate), 226 test days.
     assert (dm.num_windows, dm.num_train + dm.num_val) == (426, 200)

@@ -23,7 +23,7 @@ import yaml
 from helpers import CONFIGS, events, only_version_dir, run_cli, write_price_csv
 
 from rnn_lightning import checkpointing
-from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.daily import DailyPricesDataModule
 
 
 def fit_args(csv: Path, root: Path, max_epochs: int, split: int, *extra: object) -> list[object]:
@@ -78,7 +78,7 @@ def bump_first_volume(csv: Path) -> None:
 
 def fresh_scaling(csv: Path, split: int) -> list[float]:
     """The input scaling a fit on ``csv`` would fit now: per-column minima, then spans."""
-    dm = KospiDataModule(str(csv), split=split, val_size=20)
+    dm = DailyPricesDataModule(str(csv), split=split, val_size=20)
     dm.setup("fit")
     fitted = dm.fitted_scaling()
     return fitted["feature_min"].tolist() + (fitted["feature_max"] - fitted["feature_min"]).tolist()

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from rnn_lightning import UserInputError, speedups
 from rnn_lightning.cli import RnnLightningCLI
 from rnn_lightning.data.base import InMemoryDataModule
-from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.models import parallel
 from rnn_lightning.models.module import RecurrentModel
 from rnn_lightning.speedups import PacedProgressBar
@@ -157,7 +157,7 @@ def drawn_counts(output: str, total: int) -> list[int]:
 def test_bar_redraws_by_the_clock_and_always_ends_full(
     kospi_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture, min_interval: float, expect_every_batch: bool
 ) -> None:
-    data = KospiDataModule(csv_path=str(kospi_csv), batch_size=4, split=60, val_size=0)  # 15 batches
+    data = DailyPricesDataModule(csv_path=str(kospi_csv), batch_size=4, split=60, val_size=0)  # 15 batches
     model = RecurrentModel(hidden_size=4, num_layers=1)
     trainer = pl.Trainer(
         max_epochs=1,
@@ -224,7 +224,7 @@ def fit_counting_hook_names(kospi_csv: Path, tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(speedups.FastHookName, "__setattr__", counting_fast)
     monkeypatch.setattr(torch.nn.Module, "__setattr__", counting_slow)
-    data = KospiDataModule(csv_path=str(kospi_csv), batch_size=10, split=40, val_size=0)
+    data = DailyPricesDataModule(csv_path=str(kospi_csv), batch_size=10, split=40, val_size=0)
     trainer = pl.Trainer(
         max_epochs=1,
         logger=False,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import KOSPI_CSV, fitted_numbers, fitted_scaling_module, make_price_frame
 
-from rnn_lightning.data.kospi import KospiDataModule
+from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.data.prices import DERIVED_FEATURES
 from rnn_lightning.models.scaling import PRICE_COLUMNS, TARGET_TRANSFORMS
 
@@ -30,10 +30,10 @@ def combo_id(combo: tuple) -> str:
     return f"{transform}-{norm}-{len(features)}f"
 
 
-def fitted_module(csv: Path, **kwargs) -> KospiDataModule:
+def fitted_module(csv: Path, **kwargs) -> DailyPricesDataModule:
     kwargs.setdefault("split", 60)
     kwargs.setdefault("val_size", 10)
-    dm = KospiDataModule(str(csv), **kwargs)
+    dm = DailyPricesDataModule(str(csv), **kwargs)
     dm.setup("fit")
     return dm
 
@@ -120,7 +120,7 @@ def test_scaling_ignores_rows_after_the_training_part(combo: tuple, tmp_path: Pa
     frame = make_price_frame(80, seed=3)
     options = dict(target_transform=transform, window_norm=norm, features=features)
 
-    def fitted(frame: pd.DataFrame, name: str, scaler_fit: str = "train") -> KospiDataModule:
+    def fitted(frame: pd.DataFrame, name: str, scaler_fit: str = "train") -> DailyPricesDataModule:
         frame.to_csv(tmp_path / f"{name}.csv", index=False)
         return fitted_module(tmp_path / f"{name}.csv", scaler_fit=scaler_fit, **options)
 

@@ -1,4 +1,4 @@
-"""``rnn-lightning-data``: fetch a daily price CSV in the Yahoo layout that :class:`KospiDataModule` reads.
+"""``rnn-lightning-data``: fetch a daily price CSV in the Yahoo layout that :class:`DailyPricesDataModule` reads.
 
 ``rnn-lightning-data kospi --start 2019-01-30 --end 2020-11-01 --out data/kospi.csv`` downloads the KOSPI
 index (Yahoo ticker ``^KS11``) through the optional ``yfinance`` package (``pip install -e ".[data]"``)

@@ -587,7 +587,7 @@ HEADS: dict[str, tuple[str, type[Head]]] = {
     "gaussian": ("regression", GaussianHead),
     "classification": ("classification", ClassificationHead),
 }
-TASKS = ("regression", "classification")
+TASK_KINDS = ("regression", "classification")
 
 
 def default_head(task: str) -> str:

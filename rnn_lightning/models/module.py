@@ -24,7 +24,7 @@ from rnn_lightning.models.backbones import BACKBONES, RecurrentBackbone
 from rnn_lightning.models.heads import (
     DEFAULT_QUANTILES,
     HEADS,
-    TASKS,
+    TASK_KINDS,
     DistributionHead,
     Head,
     check_quantiles,
@@ -130,7 +130,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         check_choice("backbone", backbone, BACKBONES)
         check_choice("readout", readout, READOUTS)
         check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
-        check_choice("task", task, TASKS)
+        check_choice("task", task, TASK_KINDS)
         quantiles = check_quantiles(quantiles)
         self.save_hyperparameters()
         self.hparams.quantiles = quantiles  # a list of floats, however the config spelled it

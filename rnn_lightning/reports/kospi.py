@@ -13,8 +13,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from rnn_lightning.data.kospi import KospiDataModule
-from rnn_lightning.tasks.common import STAGE_SPLITS, Stage, predict_all, rmse
+from rnn_lightning.data.daily import DailyPricesDataModule
+from rnn_lightning.reports.common import STAGE_SPLITS, Stage, predict_all, rmse
 
 SPLIT_COLOURS = {"train": "tab:green", "val": "tab:orange", "test": "tab:red"}
 ZOOM_DAYS = 60
@@ -37,7 +37,7 @@ def _interval_label(levels: list[float]) -> str:
 
 
 def figures(
-    pl_module: pl.LightningModule, datamodule: KospiDataModule, stage: Stage, max_images: int
+    pl_module: pl.LightningModule, datamodule: DailyPricesDataModule, stage: Stage, max_images: int
 ) -> dict[str, Figure]:
     """The whole close series with the model's and the naive predictions, splits shaded.
 
@@ -161,10 +161,10 @@ def quantile_column(level: float) -> str:
     return f"q{level:g}_close"
 
 
-def table(datamodule: KospiDataModule, outputs: dict[str, Tensor]) -> pd.DataFrame:
+def table(datamodule: DailyPricesDataModule, outputs: dict[str, Tensor]) -> pd.DataFrame:
     """Date, actual close (empty for the forecast rows), predicted close, naive close and split per row.
 
-    One row per window and day ahead (:meth:`KospiDataModule.prediction_rows`).
+    One row per window and day ahead (:meth:`DailyPricesDataModule.prediction_rows`).
 
     The quantile and Gaussian heads add one ``q<level>_close`` column per quantile level (prices; the
     predicted close is their median); the Gaussian head also ``target_mean`` and ``target_scale``, its

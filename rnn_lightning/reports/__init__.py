@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from rnn_lightning.tasks import kospi, mnist
+from rnn_lightning.reports import kospi, mnist
 
 # The data module's ``task`` -> the module that draws and tabulates it.
-TASKS: dict[str, ModuleType] = {"regression": kospi, "classification": mnist}
+REPORTS: dict[str, ModuleType] = {"regression": kospi, "classification": mnist}

@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from rnn_lightning.data.batches import Images
 from rnn_lightning.data.rows import RowMNISTDataModule
-from rnn_lightning.tasks.common import STAGE_SPLITS, Stage, predict_all
+from rnn_lightning.reports.common import STAGE_SPLITS, Stage, predict_all
 
 
 def figures(
