@@ -6,6 +6,7 @@ unknown name or a bad count reads the same wherever it is caught.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable
 
@@ -51,3 +52,27 @@ def resolve_count(name: str, value: int | float, total: int, allow_zero: bool = 
     if value > total:
         raise UserInputError(f"{name}={value} is larger than the {total} available")
     return value
+
+
+TYPE_ERROR = re.compile(r"Expected a (?:<class '([\w.]+)'>|typing\.Literal\[(.*)\])\. Got value: (.*)")
+
+
+def one_line_parser_error(message: str) -> str:
+    """Jsonargparse's multi-line type error as one line, e.g. ``data.batch_size: expected int, got 2.5``."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    expected = re.search(TYPE_ERROR, message)
+    if keys and expected:
+        wanted = expected[1] or f"one of {expected[2]}"
+        return f"{'.'.join(keys)}: expected {wanted}, got {expected[3].strip()}"
+    return " ".join(message.split())
+
+
+def user_input_error(err: BaseException | None) -> UserInputError | None:
+    """The :class:`UserInputError` behind ``err`` (jsonargparse wraps those raised while instantiating), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserInputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

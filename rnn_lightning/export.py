@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -49,9 +49,7 @@ from rnn_lightning.data.batches import Images, PriceWindows
 from rnn_lightning.errors import UserInputError, check_choice
 from rnn_lightning.models.module import RecurrentModel
 from rnn_lightning.models.scaling import PriceScaling
-
-if TYPE_CHECKING:
-    from rnn_lightning.cli import RnnLightningCLI
+from rnn_lightning.runs import read_checkpoint
 
 FORMATS = ("onnx", "torchscript")
 EXTRA_HINT = "install the export extra: pip install -e '.[export]'"
@@ -166,25 +164,44 @@ def check_settings(settings: ExportSettings, ckpt_path: str | None) -> Path:
     return path
 
 
-def run_export(
-    cli: RnnLightningCLI, model: Any, datamodule: Any, ckpt_path: str | None, settings: ExportSettings
-) -> None:
-    """Load the checkpoint into ``model``, write the file, check it against predict, then rename it into place.
+def run_export(model: RecurrentModel, datamodule: Any, ckpt_path: str | None, settings: ExportSettings) -> Path:
+    """Check the settings, read the checkpoint and :func:`write_export` (the Python API's path).
 
     Args:
-        cli: The running CLI (unused: the config's model and data module carry everything).
+        model: A model built from the checkpoint's config (:func:`rnn_lightning.runs.build`), not yet loaded.
+        datamodule: The config's data module, set up for ``test``.
+        ckpt_path: The checkpoint file.
+        settings: ``--export.*``.
+    """
+    check_settings(settings, ckpt_path)
+    assert ckpt_path is not None  # check_settings refuses a missing one
+    return write_export(model, datamodule, read_checkpoint(ckpt_path), ckpt_path, settings)
+
+
+def write_export(
+    model: RecurrentModel, datamodule: Any, checkpoint: dict[str, Any], ckpt_path: str, settings: ExportSettings
+) -> Path:
+    """Load the checkpoint into ``model``, write the file, check it against predict, then rename it into place.
+
+    The settings and the checkpoint were checked already (:func:`check_settings`,
+    :func:`rnn_lightning.runs.read_checkpoint`): the CLI does that before it reads any data.
+
+    Args:
         model: The config's :class:`~rnn_lightning.models.module.RecurrentModel`, not yet loaded.
-        datamodule: The config's data module, already set up for ``test`` by the CLI.
-        ckpt_path: The checkpoint file, already checked by the CLI (readable, of this model and data).
+        datamodule: The config's data module, already set up for ``test``.
+        checkpoint: The checkpoint's contents.
+        ckpt_path: Where they came from (named in messages and in the file's metadata).
         settings: ``--export.*``.
 
+    Returns:
+        The file written.
+
     Raises:
-        UserInputError: A bad setting, a checkpoint that does not load, or a file that disagrees with
-            the checkpoint (then no file is left).
+        UserInputError: A checkpoint that does not load, or a file that disagrees with the checkpoint
+            (then no file is left).
     """
-    path = check_settings(settings, ckpt_path)
-    assert ckpt_path is not None  # check_settings refuses a missing one
-    load_checkpoint(model, ckpt_path)
+    path = Path(settings.path)
+    load_checkpoint(model, checkpoint, ckpt_path)
     wrapper = serving_module(model)
     inputs = split_inputs(model, datamodule)
     expected = expected_outputs(model, datamodule, wrapper.outputs)
@@ -209,15 +226,14 @@ def run_export(
         f"rnn-lightning: wrote {path} ({settings.format}: {ports} -> {outs}); matches the checkpoint's "
         f"predictions on {samples} samples and a batch of 1 ({summary})"
     )
+    return path
 
 
 # --- steps ------------------------------------------------------------------------------------------------
 
 
-def load_checkpoint(model: RecurrentModel, ckpt_path: str) -> None:
+def load_checkpoint(model: RecurrentModel, checkpoint: dict[str, Any], ckpt_path: str) -> None:
     """The checkpoint's weights and scaling into ``model``, in eval mode; a mismatch is one line."""
-    # weights_only: a checkpoint is data; never run code pickled into a file we were handed.
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

@@ -53,6 +53,18 @@ def set_enabled(value: bool) -> None:
     _enabled = bool(value)
 
 
+# TEMPORARY interface shim (replaced by the model-path branch)
+MODEL_OFF: dict[str, bool] = {"parallel_directions": False}
+
+
+def switch_allowed(requested: bool = True) -> bool:
+    return bool(requested) and _env_allows()
+
+
+def apply_process(enabled_: bool) -> dict[str, bool]:
+    return apply(enabled_)
+
+
 def apply(enabled_: bool = True) -> dict[str, bool]:
     """Apply the process-wide speed-ups, before any data is read; returns which of them took effect.
 
@@ -163,7 +175,7 @@ class PacedProgressBar(TQDMProgressBar):
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
 
-def pace_progress_bar(trainer: Trainer, configured_callbacks: list[Any]) -> bool:
+def pace_progress_bar(trainer: Trainer, configured_callbacks: list[Any], enabled: bool = True) -> bool:
     """Swap the TQDM bar Lightning adds by default for :class:`PacedProgressBar`; True when swapped.
 
     A progress bar among the user's ``trainer.callbacks`` is kept as given, and

@@ -233,7 +233,27 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def use_optimizer(self, optimizer: dict[str, Any], lr_scheduler: dict[str, Any] | None = None) -> None:
+        """Train with this optimizer (and scheduler) instead of the model's own Adam.
+
+        Args:
+            optimizer: ``{"class_path": ..., "init_args": {...}}``, as ``--optimizer`` gives it.
+            lr_scheduler: The same for ``--lr_scheduler``, or None. ``ReduceLROnPlateau`` watches its
+                ``monitor`` argument.
+        """
+        self.optimizer_init = optimizer
+        self.lr_scheduler_init = lr_scheduler
+
+    optimizer_init: dict[str, Any] | None = None
+    lr_scheduler_init: dict[str, Any] | None = None
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_init is not None:
+            from lightning.pytorch.cli import LightningCLI, instantiate_class
+
+            optimizer = instantiate_class(self.parameters(), self.optimizer_init)
+            scheduler = instantiate_class(optimizer, self.lr_scheduler_init) if self.lr_scheduler_init else None
+            return LightningCLI.configure_optimizers(self, optimizer, scheduler)
         return torch.optim.Adam(
             self.parameters(),
             lr=self.hparams.lr,

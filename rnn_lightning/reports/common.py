@@ -45,5 +45,5 @@ def predict_all(pl_module: pl.LightningModule, batch: Any) -> dict[str, Tensor]:
 
 
 def rmse(prediction: np.ndarray, actual: np.ndarray) -> float:
-    """Root mean squared error, in the inputs' units."""
-    return float(np.sqrt(np.mean((prediction - actual) ** 2)))
+    """Root mean squared error, in the inputs' units (the one definition: reports and the backtest use it)."""
+    return float(np.sqrt(np.mean((np.asarray(prediction) - np.asarray(actual)) ** 2)))

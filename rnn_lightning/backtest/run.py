@@ -1,0 +1,318 @@
+"""Running a backtest: every fold is a run of the factory (:func:`rnn_lightning.runs.build`) on a view of the data.
+
+How a run goes (:func:`run_backtest`):
+
+1. :func:`~rnn_lightning.backtest.plan.plan_folds` turns the settings into folds, or a one-line
+   :class:`UserInputError`, before any run folder exists.
+2. Each fold gets a fresh model, Trainer and checkpoint callbacks from the run factory, built from the
+   run's config as ``fit`` builds them (``--optimizer`` included), seeded with ``seed_everything + fold``,
+   and a data module that is a view of the read data cut to the fold's training rows.
+3. The fold's best checkpoint forecasts its test windows; the rows go to ``fold_KK/predictions.csv``.
+   With several workers (``refit scratch``, CPU), forked processes run steps 2-3 for every N-th fold each
+   (:func:`_run_workers`); the folds are seeded by their index, so the outputs do not change.
+4. :func:`~rnn_lightning.backtest.outputs.write_outputs` joins every fold's rows into the run folder's
+   files. ``--backtest.merge`` runs only this step over the fold folders of several shard runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from rnn_lightning import runs
+from rnn_lightning.backtest.outputs import (
+    FOLD_FILE,
+    FOLD_ROWS,
+    check_merge,
+    fold_dir_name,
+    read_fold_dirs,
+    summary_lines,
+    write_outputs,
+)
+from rnn_lightning.backtest.plan import (
+    BacktestSettings,
+    Fold,
+    check_settings,
+    fold_dates,
+    fold_view,
+    parse_shard,
+    plan_folds,
+    resolve_workers,
+    shard_folds,
+    window_offset,
+)
+from rnn_lightning.backtest.stats import fold_metrics
+from rnn_lightning.checkpointing import BestCheckpoint
+from rnn_lightning.errors import UserInputError, print_error
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
+
+    from rnn_lightning.data.daily import DailyPricesDataModule
+
+# Config keys that do not change any fold's result, left out of the run's signature (merge compares it).
+UNSIGNED_KEYS = (
+    "config",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "plots",
+    "predictions",
+    "data.init_args.csv_path",
+)
+# Settings that say how the folds were spread over processes, not what they compute.
+UNSIGNED_SETTINGS = ("shard", "merge", "workers")
+
+
+def signature(config: runs.RunConfig, source: DailyPricesDataModule, settings: BacktestSettings) -> str:
+    """A hash of everything that decides the folds' results: config (less :data:`UNSIGNED_KEYS`), settings, data."""
+    values = config.namespace.clone()
+    for key in UNSIGNED_KEYS:
+        if key in values:
+            del values[key]
+    folds = {k: v for k, v in asdict(settings).items() if k not in UNSIGNED_SETTINGS}
+    text = json.dumps({"config": values.as_dict(), "backtest": folds}, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode())
+    digest.update(source.close.numpy().tobytes())
+    digest.update(source.raw_features.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _best_state(trainer: Trainer) -> dict[str, torch.Tensor] | None:
+    best = runs.find_callback(trainer, BestCheckpoint)
+    path = best.best_model_path if best is not None else ""
+    if not path:
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _fold_rows(model: Any, source: DailyPricesDataModule, fold: Fold) -> pd.DataFrame:
+    """The fold's test days: date, fold, actual, predicted (the best model's), naive (today's close)."""
+    from rnn_lightning.reports.common import predict_all
+
+    test = source.windows(slice(fold.origin, fold.stop))
+    out = predict_all(model, test)
+    first = {k: (v[:, 0] if v.dim() == 2 else v) for k, v in out.items() if k in ("prediction", "actual", "naive")}
+    days = source.dates.iloc[fold.origin + source.sequence_length : fold.stop + source.sequence_length]
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime(days).dt.strftime("%Y-%m-%d").to_numpy(),
+            "fold": fold.index,
+            "actual": first["actual"].double().numpy(),
+            "predicted": first["prediction"].double().numpy(),
+            "naive": test.ref.double().numpy(),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class BacktestRun:
+    """What every fold of one backtest shares: the config, the read data, the run folder and the settings."""
+
+    config: runs.RunConfig
+    source: DailyPricesDataModule
+    run_dir: Path
+    settings: BacktestSettings
+    signature: str
+
+
+def _fit_fold(
+    run: BacktestRun, fold: Fold, warm_state: dict[str, torch.Tensor] | None
+) -> tuple[pd.DataFrame, dict[str, torch.Tensor] | None]:
+    """Fit one fold with a fresh run from the factory, and forecast its test days with its best model."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    fold_dir = run.run_dir / fold_dir_name(fold.index)
+    kwargs: dict[str, Any] = {}
+    if run.config.get("trainer.logger") is False:
+        kwargs.update(logger=False, default_root_dir=str(fold_dir))
+    else:
+        kwargs["logger"] = TensorBoardLogger(
+            save_dir=str(run.run_dir), name="", version=fold_dir.name, default_hp_metric=False
+        )
+    if warm_state is not None and run.settings.warm_epochs is not None:
+        kwargs["max_epochs"] = run.settings.warm_epochs
+    # The fold's plots would draw its validation period only; the run's plot covers every fold.
+    fold_run = runs.build(
+        run.config,
+        "fit",
+        datamodule=fold_view(run.source, fold),
+        seed_offset=fold.index,
+        plots=False,
+        save_config=False,
+        **kwargs,
+    )
+    if warm_state is not None:
+        fold_run.model.load_state_dict(warm_state)  # the scaling buffers are replaced by this fold's in setup
+    runs.fit(fold_run)
+    best = _best_state(fold_run.trainer)
+    if best is not None:
+        fold_run.model.load_state_dict(best)
+    return _fold_rows(fold_run.model, run.source, fold), best
+
+
+def _backtest_fold(
+    run: BacktestRun, fold: Fold, warm_state: dict[str, torch.Tensor] | None
+) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Fit and test one fold, write its folder (``predictions.csv``, ``fold.json``) and print its line."""
+    rows, best = _fit_fold(run, fold, warm_state)
+    fold_dir = run.run_dir / fold_dir_name(fold.index)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(fold_dir / FOLD_ROWS, index=False)  # full precision: merge rebuilds the outputs from it
+    metrics = fold_metrics(rows)
+    dates = fold_dates(run.source, fold)
+    settings = {k: v for k, v in asdict(run.settings).items() if k != "workers"}
+    meta: dict[str, Any] = {
+        "fold": fold.index,
+        "windows": asdict(fold),
+        "dates": dates,
+        "rmse": metrics["rmse"],
+        "naive_rmse": metrics["naive_rmse"],
+        # How the folds were spread over processes is not a setting of their results.
+        "settings": settings | {"shard": None, "merge": None},
+        "signature": run.signature,
+    }
+    (fold_dir / FOLD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    print(
+        f"backtest: fold {fold.index} ({dates['test_start']}..{dates['test_end']}): "
+        f"RMSE {metrics['rmse']:,.3f}, naive {metrics['naive_rmse']:,.3f}, "
+        f"ratio {metrics['rmse_ratio']:.4f}",
+        flush=True,
+    )
+    return fold_dir, meta, best
+
+
+def _run_folds(run: BacktestRun, folds: list[Fold]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Run ``folds`` one after another in this process; with ``refit warm`` each starts from the last's best."""
+    warm: dict[str, torch.Tensor] | None = None
+    fold_dirs, metas = [], []
+    with runs.quiet_lightning():
+        for fold in folds:
+            fold_dir, meta, best = _backtest_fold(run, fold, warm if run.settings.refit == "warm" else None)
+            warm = best
+            fold_dirs.append(fold_dir)
+            metas.append(meta)
+    return fold_dirs, metas
+
+
+def _worker(run: BacktestRun, folds: list[Fold]) -> None:
+    """One worker process's folds; a bad input found only now ends it with the CLI's one-line error."""
+    try:
+        _run_folds(run, folds)
+    except UserInputError as err:
+        print_error(err)
+        raise SystemExit(2) from None
+
+
+def _run_workers(run: BacktestRun, folds: list[Fold], workers: int) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Run ``folds`` in ``workers`` forked processes (every ``workers``-th fold each) and read their folders.
+
+    Forked, so that every worker starts with this process's imports, config and read data: nothing is
+    parsed, imported or read again. Each fold is seeded by its index and writes only its own folder, so the
+    outputs are those of one process. A failed worker ends the run with a one-line error (exit status 1,
+    or 2 for a bad input); the folders of the folds that finished stay.
+    """
+    import multiprocessing
+
+    sys.stdout.flush()  # or the children would print what this process buffered, again
+    sys.stderr.flush()
+    context = multiprocessing.get_context("fork")
+    processes = [
+        context.Process(target=_worker, args=(run, folds[w::workers]), name=f"backtest-worker-{w + 1}")
+        for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():  # interrupted: take the others down too
+                process.terminate()
+                process.join()
+    failed = [(w + 1, p.exitcode) for w, p in enumerate(processes) if p.exitcode]
+    if failed:
+        worker, code = failed[0]
+        print_error(
+            f"backtest worker {worker} of {workers} failed (exit status {code}); "
+            f"the finished folds' folders are in {run.run_dir}"
+        )
+        raise SystemExit(2 if code == 2 else 1)
+    wanted = {fold.index for fold in folds}
+    found = [(d, m) for d, m in read_fold_dirs([run.run_dir]) if m["fold"] in wanted]
+    return [d for d, _ in found], [m for _, m in found]
+
+
+def run_backtest(
+    config: runs.RunConfig, datamodule: Any, settings: BacktestSettings, trainer: Trainer
+) -> dict[str, Any]:
+    """Run every fold (or one shard's, or merge shards) and write the run folder's outputs.
+
+    Args:
+        config: The run's config; every fold is built from it by the run factory.
+        datamodule: The config's data module, already read and checked (:func:`rnn_lightning.runs.prepare_data`).
+        settings: ``--backtest.*``.
+        trainer: The run's own Trainer (its logger names the run folder; its accelerator decides the workers).
+            No fold trains with it.
+
+    Returns:
+        The summary (``summary.json``'s contents), with ``run_dir``.
+    """
+    from rnn_lightning.data.daily import DailyPricesDataModule
+
+    check_settings(settings)
+    plots = bool(config.get("plots.enabled", True))
+    if settings.merge:
+        found = read_fold_dirs([Path(p) for p in settings.merge])
+        check_merge(found)
+        run_dir = Path(trainer.log_dir or ".")
+        for fold_dir, _ in found:
+            shutil.copytree(fold_dir, run_dir / fold_dir.name, dirs_exist_ok=True)
+        merged = BacktestSettings(**found[0][1]["settings"])
+        return _finish(run_dir, [d for d, _ in found], [m for _, m in found], merged, plots)
+    if not isinstance(datamodule, DailyPricesDataModule):
+        raise UserInputError(
+            f"backtest needs a daily price data module (DailyPricesDataModule), not {type(datamodule).__name__}"
+        )
+    folds = plan_folds(
+        datamodule.num_windows,
+        settings,
+        datamodule.val_size,
+        gap=window_offset(datamodule) - datamodule.sequence_length,
+        source=datamodule.csv_path,
+    )
+    mine = shard_folds(folds, parse_shard(settings.shard, settings.folds))
+    workers = resolve_workers(settings, trainer, len(mine))
+    run_dir = Path(trainer.log_dir or ".")  # lightning_logs/version_N: created only now, after every check
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"backtest: {len(mine)} of {len(folds)} folds of {settings.test_size} test days, {settings.window} "
+        f"window, refit {settings.refit}, into {run_dir}" + (f", {workers} at a time" if workers > 1 else "")
+    )
+    run = BacktestRun(config, datamodule, run_dir, settings, signature(config, datamodule, settings))
+    fold_dirs, metas = _run_workers(run, mine, workers) if workers > 1 else _run_folds(run, mine)
+    if settings.shard is not None:
+        print(f"backtest: shard {settings.shard} done; join the shards with --backtest.merge '[DIR, ...]'")
+        return {"folds": len(mine), "run_dir": str(run_dir)}
+    return _finish(run_dir, fold_dirs, metas, settings, plots)
+
+
+def _finish(
+    run_dir: Path, fold_dirs: list[Path], metas: list[dict[str, Any]], settings: BacktestSettings, plots: bool
+) -> dict[str, Any]:
+    table = pd.concat([pd.read_csv(d / FOLD_ROWS, dtype={"date": str}) for d in fold_dirs], ignore_index=True)
+    summary = write_outputs(run_dir, table, metas, settings, plots=plots)
+    for line in summary_lines(summary):
+        print(line)
+    print(f"backtest: wrote backtest.csv, folds.csv, summary.json to {run_dir}")
+    return summary | {"run_dir": str(run_dir)}
