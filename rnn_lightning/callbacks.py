@@ -119,7 +119,7 @@ class PredictionPlots(Callback):
 # --- predictions.csv -----------------------------------------------------------------------------------
 
 
-def _concat(predictions: Sequence[Any]) -> dict[str, Tensor]:
+def concat_predictions(predictions: Sequence[Any]) -> dict[str, Tensor]:
     """The per-batch dicts of ``predict_step`` joined into one dict of CPU tensors."""
     batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
     return {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in batches[0]}
@@ -163,7 +163,7 @@ class PredictionWriter(BasePredictionWriter):
         task = REPORTS.get(getattr(datamodule, "task", ""))
         if task is None:
             return
-        table = task.table(datamodule, _concat(predictions))
+        table = task.table(datamodule, concat_predictions(predictions))
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / self.filename
         table.to_csv(self.path, index=False, float_format="%.6f")

@@ -43,13 +43,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import rnn_lightning
 from rnn_lightning import speedups
 from rnn_lightning.data.batches import Images, PriceWindows
 from rnn_lightning.errors import UserInputError, check_choice
 from rnn_lightning.models.module import RecurrentModel
 from rnn_lightning.models.scaling import PriceScaling
 from rnn_lightning.runs import read_checkpoint
+from rnn_lightning.version import __version__
 
 FORMATS = ("onnx", "torchscript")
 EXTRA_HINT = "install the export extra: pip install -e '.[export]'"
@@ -330,7 +330,7 @@ def describe(
     }
     return {
         "format": fmt,
-        "rnn_lightning_version": rnn_lightning.__version__,
+        "rnn_lightning_version": __version__,
         "inputs": [p.as_dict() for p in inputs],
         "outputs": [p.as_dict() for p in outputs],
         "data": identity,
@@ -367,7 +367,7 @@ def write_onnx(wrapper: nn.Module, inputs: tuple[Tensor, ...], metadata: dict[st
     proto = program.model_proto
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
     proto.producer_name = "rnn-lightning"
-    proto.producer_version = rnn_lightning.__version__
+    proto.producer_version = __version__
     onnx.save(proto, str(path))
 
 

@@ -183,7 +183,10 @@ class RunConfig:
 
 def _override_args(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
     if isinstance(overrides, Mapping):
-        return [f"--{key}={json.dumps(value)}" for key, value in overrides.items()]
+        # Strings as they are (a path, a name); everything else as JSON, which the parser reads as YAML.
+        return [
+            f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()
+        ]
     return [str(arg) for arg in overrides]
 
 

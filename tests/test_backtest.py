@@ -340,16 +340,16 @@ def test_a_failed_worker_ends_the_run_in_one_line(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker whose fold fails on its input prints the CLI's one-line error; the run exits 2, naming it."""
-    import rnn_lightning.backtest as backtest
+    import rnn_lightning.backtest.run as backtest
 
-    run_fold = backtest._run_fold
+    fit_fold = backtest._fit_fold
 
-    def failing(cli, source, fold, *args):  # noqa: ANN001, ANN002, ANN202
+    def failing(run, fold, *args):  # noqa: ANN001, ANN002, ANN202
         if fold.index == 1:  # the second worker's only fold
             raise UserInputError("fold 1 cannot be read")
-        return run_fold(cli, source, fold, *args)
+        return fit_fold(run, fold, *args)
 
-    monkeypatch.setattr(backtest, "_run_fold", failing)
+    monkeypatch.setattr(backtest, "_fit_fold", failing)
     csv = write_price_csv(tmp_path / "prices.csv", rows=80)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(*backtest_args(csv, tmp_path / "runs", "--backtest.workers", "2", folds=3, test_size=5))

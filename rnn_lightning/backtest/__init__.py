@@ -9,7 +9,14 @@ One module per job: :mod:`.plan` (settings and folds), :mod:`.stats` (the statis
 (the run folder's files) and :mod:`.run` (the folds, each a run of :mod:`rnn_lightning.runs`).
 """
 
-from rnn_lightning.backtest.outputs import FOLD_FILE, FOLD_ROWS, read_fold_dirs, summary_lines, write_outputs
+from rnn_lightning.backtest.outputs import (
+    FOLD_FILE,
+    FOLD_ROWS,
+    check_merge,
+    read_fold_dirs,
+    summary_lines,
+    write_outputs,
+)
 from rnn_lightning.backtest.plan import (
     BacktestSettings,
     Fold,
@@ -38,6 +45,7 @@ __all__ = [
     "BacktestSettings",
     "Fold",
     "block_bootstrap_ratio",
+    "check_merge",
     "check_settings",
     "check_workers",
     "diebold_mariano",
