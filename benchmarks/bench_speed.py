@@ -249,33 +249,22 @@ def project_args(workload: str, args: argparse.Namespace, root: str) -> list[str
 
 
 def project_fit(workload: str, args: argparse.Namespace) -> tuple[float, float, int, bool]:
-    """Build the CLI as ``rnn-lightning fit`` would, then time only ``trainer.fit``.
+    """Build the run as ``rnn-lightning fit`` does (the run factory), then time only ``trainer.fit``.
 
     Returns wall and CPU seconds, samples trained on, and whether a second thread ran the directions.
     """
-    import warnings
+    from rnn_lightning import runs
 
-    from rnn_lightning.cli import RnnLightningCLI
-    from rnn_lightning.data.base import InMemoryDataModule
-    from rnn_lightning.models.module import RecurrentModel
-
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     with tempfile.TemporaryDirectory(prefix="bench_speed_") as root:
-        cli = RnnLightningCLI(
-            RecurrentModel,
-            InMemoryDataModule,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            run=False,
-            args=project_args(workload, args, root),
-        )
+        config = runs.prepare_process(runs.parse_args(project_args(workload, args, root)))
+        run = runs.build(config, "fit")
         start, cpu = time.perf_counter(), time.process_time()
-        cli.trainer.fit(cli.model, cli.datamodule)
+        with runs.quiet_warnings():
+            run.trainer.fit(run.model, datamodule=run.datamodule)
         _sync(args.accelerator)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        samples = cli.datamodule.train_dataloader().num_samples * cli.trainer.current_epoch
-        backbone = cli.model.backbone
+        samples = run.datamodule.train_dataloader().num_samples * run.trainer.current_epoch
+        backbone = run.model.backbone
         helper = backbone.parallel_directions and backbone.bidirectional and args.accelerator == "cpu"
     return seconds, cpu, samples, helper
 

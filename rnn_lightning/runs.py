@@ -198,6 +198,11 @@ def _parse(args: list[str], base: Namespace | None = None) -> Namespace:
         raise UserInputError(one_line_parser_error(str(err))) from None
 
 
+def parse_args(args: Sequence[str]) -> RunConfig:
+    """One run's config from command-line arguments, e.g. ``["--config", "configs/kospi_gru.yaml", "--seed_everything=1"]``."""
+    return RunConfig(_parse([str(a) for a in args]))
+
+
 def load_config(*paths: str | os.PathLike, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> RunConfig:
     """Read YAML config files (later ones win) and apply dotted ``overrides``, as ``--config A --config B --k=v``.
 
