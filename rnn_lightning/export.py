@@ -44,7 +44,6 @@ import torch
 from torch import Tensor, nn
 
 import rnn_lightning
-from rnn_lightning import speedups
 from rnn_lightning.data.batches import Images, PriceWindows
 from rnn_lightning.errors import UserInputError, check_choice
 from rnn_lightning.models.module import RecurrentModel
@@ -185,17 +184,19 @@ def run_export(
     path = check_settings(settings, ckpt_path)
     assert ckpt_path is not None  # check_settings refuses a missing one
     load_checkpoint(model, ckpt_path)
+    # The threaded path of parallel_directions cannot be traced; nn's own recurrent modules, whose standard
+    # ops the exporters know, give the same outputs. Set on this model only: nothing process-wide.
+    model.backbone.parallel_directions = False
     wrapper = serving_module(model)
     inputs = split_inputs(model, datamodule)
     expected = expected_outputs(model, datamodule, wrapper.outputs)
     metadata = describe(model, datamodule, wrapper, settings.format, Path(ckpt_path).name)
     temporary = temporary_path(path)
     try:
-        with speedups_off():
-            if settings.format == "onnx":
-                write_onnx(wrapper, inputs, metadata, temporary)
-            else:
-                write_torchscript(wrapper, inputs, metadata, temporary)
+        if settings.format == "onnx":
+            write_onnx(wrapper, inputs, metadata, temporary)
+        else:
+            write_torchscript(wrapper, inputs, metadata, temporary)
         runner = load_runner(temporary, settings.format)
         diffs = compare(runner, inputs, expected, wrapper.outputs)
         os.replace(temporary, path)
@@ -271,8 +272,7 @@ def expected_outputs(model: RecurrentModel, datamodule: Any, keys: tuple[str, ..
     batch = check_batch(model, datamodule)
     if not len(batch[0]):
         raise UserInputError("the test split is empty: nothing to check the exported file on")
-    with speedups_off():
-        rows = predict_all(model, batch)
+    rows = predict_all(model, batch)
     return {key: rows[key].numpy() for key in keys}
 
 
@@ -281,7 +281,7 @@ def describe(
 ) -> dict[str, Any]:
     """The JSON stored in the file: inputs, outputs, data settings, model settings, version."""
     example = example_inputs(split_inputs(model, datamodule))
-    with torch.no_grad(), speedups_off():
+    with torch.no_grad():
         produced = wrapper(*example)
     if isinstance(wrapper, PriceForecaster):
         steps, features = model.hparams.sequence_length, model.hparams.input_size
@@ -445,20 +445,6 @@ def temporary_path(path: Path) -> Path:
     os.umask(umask)
     os.chmod(name, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's owner-only 0600
     return Path(name)
-
-
-@contextlib.contextmanager
-def speedups_off() -> Iterator[None]:
-    """Run without :mod:`rnn_lightning.speedups`, whose threaded ``parallel_directions`` cannot be traced.
-
-    The recurrent layers then run as nn's own modules, whose standard ops the exporters know.
-    """
-    was = speedups.enabled()
-    speedups.set_enabled(False)
-    try:
-        yield
-    finally:
-        speedups.set_enabled(was)
 
 
 @contextlib.contextmanager

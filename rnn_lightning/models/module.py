@@ -67,7 +67,8 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         dropout: Dropout between stacked layers, in [0, 1).
         bidirectional: Read sequences both ways (``bilstm`` implies it).
         parallel_directions: On the CPU, run the two directions of each bidirectional layer at once on
-            two threads (best with ``num_threads: 1`` and two free cores); same weights and outputs.
+            two threads (best with ``num_threads: 1`` and two free cores); same weights and outputs. A
+            speed-up (:mod:`rnn_lightning.speedups`), off unless asked for.
         readout: ``flatten`` feeds every time step's output to the head (the tutorial's
             ``Linear(T*H, out)``); ``last`` feeds only the final step.
         output_activation: ``none``, or ``sigmoid`` after the head (the tutorial's RNN).
@@ -75,6 +76,10 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             that is the persistence forecast, which training must then improve on.
         lr: Adam's learning rate.
         weight_decay: Adam's L2 penalty.
+        fused_adam: Adam's fused kernel on CPU and CUDA (torch's default elsewhere); a speed-up
+            (:mod:`rnn_lightning.speedups`), the same updates up to float rounding.
+        fast_hook_name: Let Lightning's per-hook ``_current_fx_name`` skip ``nn.Module.__setattr__``; a
+            speed-up (:class:`rnn_lightning.speedups.FastHookName`) with no effect on the results.
         head: ``point``, ``quantile`` or ``gaussian`` (regression; docs/forecasting.md) or
             ``classification``; ``auto`` takes the task's default head (``point``, ``classification``).
         quantiles: The ``quantile`` and ``gaussian`` heads' levels, increasing in (0, 1): their forecast
@@ -92,6 +97,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     backbone: RecurrentBackbone
     head: Head
     fc: nn.Linear
+    fast_hook_name: bool  # the fast_hook_name argument (speedups.FastHookName reads it)
 
     def __init__(
         self,
@@ -106,6 +112,8 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         zero_init_head: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        fused_adam: bool = True,
+        fast_hook_name: bool = True,
         head: str = "auto",
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
         task: Literal["regression", "classification"] = "regression",
@@ -114,6 +122,9 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         num_outputs: int = 1,
         scaling_spec: dict[str, Any] | None = None,
     ) -> None:
+        # Read by speedups.FastHookName, also for the hook name LightningModule.__init__ sets; set before
+        # nn.Module.__init__, so without nn.Module.__setattr__.
+        object.__setattr__(self, speedups.FAST_HOOK_ATTRIBUTE, fast_hook_name)
         super().__init__()
         for name, value in (
             ("hidden_size", hidden_size),
@@ -238,7 +249,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             self.parameters(),
             lr=self.hparams.lr,
             weight_decay=self.hparams.weight_decay,
-            fused=speedups.adam_fused(self.device),
+            fused=speedups.adam_fused(self.device, self.hparams.fused_adam),
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
