@@ -174,9 +174,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
 
     def inputs(self, batch: Any) -> Tensor:
         """A raw batch's inputs, scaled as the network expects them (B, T, F) float32."""
-        if isinstance(self.scaling, PriceScaling):
-            return self.scaling.scale_inputs(batch.x, batch.ref)
-        return self.scaling.scale_inputs(batch.x)
+        return self.scaling.inputs(batch)
 
     def outputs(self, batch: Any) -> Tensor:
         """The network's raw outputs for a raw batch (B, K)."""
@@ -190,9 +188,9 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         """
         datamodule = getattr(self.trainer, "datamodule", None)
         fitted = getattr(datamodule, "fitted_scaling", None)
-        if not isinstance(self.scaling, PriceScaling) or not callable(fitted):
+        if not self.scaling.fits_from_data or not callable(fitted):
             return
-        if stage == "fit" or not bool(self.scaling.fitted):
+        if stage == "fit" or not self.scaling.is_fitted:
             self.scaling.set_fitted(**fitted())
         # The naive distribution of the quantile and Gaussian heads: fitted on the training windows' moves.
         moves = getattr(datamodule, "training_moves", None)
@@ -215,18 +213,22 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step("test", batch)
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        return self.head.predict(self.outputs(batch), batch, self.scaling)
+    def forecast(self, batch: Any) -> dict[str, Tensor]:
+        """The head's prediction rows for one raw batch, in the data's units: the one forecast path.
 
-    @torch.no_grad()
-    def predict_batch(self, batch: Any) -> dict[str, Tensor]:
-        """Predictions for one raw batch outside a Trainer, in eval mode: what ``predict_step`` returns."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self.head.predict(self.outputs(batch), batch, self.scaling)
-        finally:
-            self.train(was_training)
+        ``predict``, the reports (:func:`rnn_lightning.reports.common.predict_all`), the backtest and an
+        exported file all come through here. The network runs under whatever precision context is active
+        (autocast for ``bf16-mixed``); the head turns its outputs, as float32, into prices or class
+        probabilities outside autocast, in float32/float64 as without it.
+        """
+        out = self.outputs(batch).float()
+        if torch.is_autocast_enabled(out.device.type):
+            with torch.autocast(out.device.type, enabled=False):
+                return self.head.predict(out, batch, self.scaling)
+        return self.head.predict(out, batch, self.scaling)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        return self.forecast(batch)
 
     def _log_epoch(self, stage: str) -> None:
         # Logging the Metric object: Lightning calls compute(), which sums the states across DDP ranks, so
