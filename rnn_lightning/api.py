@@ -44,7 +44,7 @@ def _checked(
 
 
 def fit(config: RunConfig, ckpt_path: str | os.PathLike | None = None) -> Run:
-    """Train (``rnn-lightning fit``); ``ckpt_path`` resumes. The run holds ``best_checkpoint``, ``log_dir``, ``metrics``."""
+    """Train (``rnn-lightning fit``; ``ckpt_path`` resumes); the run holds ``best_checkpoint``, ``log_dir``, ``metrics``."""
     run, path, _ = _checked(config, "fit", ckpt_path)
     return runs.fit(run, path)
 
@@ -82,9 +82,7 @@ def backtest(config: RunConfig, **settings: Any) -> dict[str, Any]:
     return run_backtest(run.config, run.datamodule, BacktestSettings(**settings), run.trainer)
 
 
-def export(
-    config: RunConfig, ckpt_path: str | os.PathLike, path: str | os.PathLike, format: str = "onnx"
-) -> Path:
+def export(config: RunConfig, ckpt_path: str | os.PathLike, path: str | os.PathLike, format: str = "onnx") -> Path:
     """Write a checkpoint as one ONNX or TorchScript file, checked against predict (``rnn-lightning export``)."""
     settings = ExportSettings(format=format, path=os.fspath(path))  # type: ignore[arg-type]
     run, ckpt, _ = _checked(config, "export", ckpt_path)

@@ -122,7 +122,7 @@ class RnnLightningCLI(LightningCLI):
         """The subcommand's own arguments (``--ckpt_path``, ``--backtest.*`` ...), then the run, by the factory."""
         if self.subcommand is None:
             raise UserInputError("name a subcommand: fit, validate, test, predict, backtest or export")
-        self.config_init = self.parser.instantiate_classes(self.config)
+        self.config_init = runs.instantiate(self.parser, self.config)
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         self.run = runs.build(self.run_config, self.subcommand, ckpt_path=ckpt_path, trainer_class=self.trainer_class)
         self.model, self.datamodule, self.trainer = self.run.model, self.run.datamodule, self.run.trainer
@@ -184,5 +184,3 @@ def main(args: list[str] | None = None) -> None:
             raise
         print_error(user_error)
         raise SystemExit(2) from None
-
-

@@ -43,11 +43,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rnn_lightning import speedups
 from rnn_lightning.data.batches import Images, PriceWindows
 from rnn_lightning.errors import UserInputError, check_choice
 from rnn_lightning.models.module import RecurrentModel
-from rnn_lightning.models.scaling import PriceScaling
 from rnn_lightning.runs import read_checkpoint
 from rnn_lightning.version import __version__
 
@@ -100,26 +98,30 @@ class PriceForecaster(nn.Module):
     """Raw price windows (and last closes) -> the head's prediction rows, through the model's own path.
 
     Args:
-        model: A :class:`~rnn_lightning.models.module.RecurrentModel` with :class:`PriceScaling`.
+        model: A :class:`~rnn_lightning.models.module.RecurrentModel` of a regression task.
         outputs: The keys of the head's ``predict`` rows to return, in order.
-        needs_last_close: Whether the scaling uses each window's last close (a relative target or
-            window normalisation); without it the graph takes the windows only.
+
+    The graph takes each window's last close too when the model's scaling reads it
+    (``needs_reference``: a relative target or window normalisation), otherwise the windows only.
     """
 
     outputs: tuple[str, ...]  # the predict rows returned, in order
 
-    def __init__(self, model: RecurrentModel, outputs: tuple[str, ...], needs_last_close: bool) -> None:
+    def __init__(self, model: RecurrentModel, outputs: tuple[str, ...]) -> None:
         super().__init__()
         self.model = model
         self.outputs = outputs
-        self.needs_last_close = needs_last_close
+
+    @property
+    def needs_last_close(self) -> bool:
+        return self.model.scaling.needs_reference
 
     def forward(self, windows: Tensor, last_close: Tensor | None = None) -> tuple[Tensor, ...]:
         """``windows`` (B, T, F) float64 and ``last_close`` (B,) float64 -> e.g. predicted closes (B,)."""
         # Without a relative target or window_norm the last close is never read: zeros stand in for it.
         ref = last_close if last_close is not None else windows.new_zeros(windows.shape[0])  # (B,)
         batch = PriceWindows(windows, ref, ref)  # the close to predict is unknown and unused by predict
-        rows = self.model.head.predict(self.model.outputs(batch).float(), batch, self.model.scaling)
+        rows = self.model.forecast(batch)
         return tuple(rows[key] for key in self.outputs)
 
 
@@ -135,7 +137,7 @@ class ImageClassifier(nn.Module):
 
     def forward(self, pixels: Tensor) -> tuple[Tensor, ...]:
         batch = Images(pixels, pixels.new_zeros(pixels.shape[0], dtype=torch.int64))  # labels: unused
-        rows = self.model.head.predict(self.model.outputs(batch).float(), batch, self.model.scaling)
+        rows = self.model.forecast(batch)
         return tuple(rows[key] for key in self.outputs)
 
 
@@ -202,17 +204,19 @@ def write_export(
     """
     path = Path(settings.path)
     load_checkpoint(model, checkpoint, ckpt_path)
+    # The threaded path of parallel_directions cannot be traced; nn's own recurrent modules, whose standard
+    # ops the exporters know, give the same outputs. Set on this model only: nothing process-wide.
+    model.backbone.parallel_directions = False
     wrapper = serving_module(model)
     inputs = split_inputs(model, datamodule)
     expected = expected_outputs(model, datamodule, wrapper.outputs)
     metadata = describe(model, datamodule, wrapper, settings.format, Path(ckpt_path).name)
     temporary = temporary_path(path)
     try:
-        with speedups_off():
-            if settings.format == "onnx":
-                write_onnx(wrapper, inputs, metadata, temporary)
-            else:
-                write_torchscript(wrapper, inputs, metadata, temporary)
+        if settings.format == "onnx":
+            write_onnx(wrapper, inputs, metadata, temporary)
+        else:
+            write_torchscript(wrapper, inputs, metadata, temporary)
         runner = load_runner(temporary, settings.format)
         diffs = compare(runner, inputs, expected, wrapper.outputs)
         os.replace(temporary, path)
@@ -241,8 +245,7 @@ def load_checkpoint(model: RecurrentModel, checkpoint: dict[str, Any], ckpt_path
         detail = " ".join(line.strip() for line in first[1:3]) or first[0]
         raise UserInputError(f"checkpoint {ckpt_path} does not fit this model: {detail}") from None
     model.cpu().eval()
-    scaling = getattr(model, "scaling", None)
-    if isinstance(scaling, PriceScaling) and not bool(scaling.fitted):
+    if not model.scaling.is_fitted:
         raise UserInputError(f"checkpoint {ckpt_path} holds no fitted scaling; export a checkpoint of a fit")
 
 
@@ -250,11 +253,8 @@ def serving_module(model: RecurrentModel) -> PriceForecaster | ImageClassifier:
     """The wrapper that becomes the exported graph: raw inputs in, the head's prediction rows out."""
     task = model.hparams.task
     outputs = tuple(getattr(model.head, "export_outputs", None) or DEFAULT_OUTPUTS[task])
-    if isinstance(model.scaling, PriceScaling):
-        scaling = model.scaling
-        needs = scaling.target_transform != "level" or scaling.window_norm != "none"
-        return PriceForecaster(model, outputs, needs).eval()
-    return ImageClassifier(model, outputs).eval()
+    wrapper = PriceForecaster if task == "regression" else ImageClassifier
+    return wrapper(model, outputs).eval()
 
 
 def check_batch(model: RecurrentModel, datamodule: Any) -> PriceWindows | Images:
@@ -263,21 +263,23 @@ def check_batch(model: RecurrentModel, datamodule: Any) -> PriceWindows | Images
     For prices every window then tomorrow's (what ``predict`` forecasts, a few hundred), for images the
     test split.
     """
-    if isinstance(model.scaling, PriceScaling):
+    if model.hparams.task == "regression":
         every, tomorrow = datamodule.windows(), datamodule.forecast_window()
         return PriceWindows(*(torch.cat([a, b]) for a, b in zip(every, tomorrow, strict=True)))
     return Images(*datamodule.split_tensors("test"))
 
 
 def split_inputs(model: RecurrentModel, datamodule: Any) -> tuple[Tensor, ...]:
-    """The exported graph's inputs for :func:`check_batch`, in its input order."""
-    if isinstance(model.scaling, PriceScaling):
-        windows = check_batch(model, datamodule)
-        assert isinstance(windows, PriceWindows)
-        x, ref = windows.x.to(torch.float64), windows.ref.to(torch.float64)
-        needs = model.scaling.target_transform != "level" or model.scaling.window_norm != "none"
-        return (x, ref) if needs else (x,)
-    return (check_batch(model, datamodule).x,)
+    """The exported graph's inputs for :func:`check_batch`, in its input order.
+
+    The raw inputs in the scaling's ``raw_dtype``, then each sample's last close (float64) when the scaling
+    reads it (``needs_reference``).
+    """
+    batch = check_batch(model, datamodule)
+    x = batch.x.to(model.scaling.raw_dtype)
+    if model.scaling.needs_reference:
+        return (x, batch.ref.to(torch.float64))  # type: ignore[union-attr]  # needs_reference: PriceWindows
+    return (x,)
 
 
 def expected_outputs(model: RecurrentModel, datamodule: Any, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -287,8 +289,7 @@ def expected_outputs(model: RecurrentModel, datamodule: Any, keys: tuple[str, ..
     batch = check_batch(model, datamodule)
     if not len(batch[0]):
         raise UserInputError("the test split is empty: nothing to check the exported file on")
-    with speedups_off():
-        rows = predict_all(model, batch)
+    rows = predict_all(model, batch)
     return {key: rows[key].numpy() for key in keys}
 
 
@@ -297,12 +298,11 @@ def describe(
 ) -> dict[str, Any]:
     """The JSON stored in the file: inputs, outputs, data settings, model settings, version."""
     example = example_inputs(split_inputs(model, datamodule))
-    with torch.no_grad(), speedups_off():
+    with torch.no_grad():
         produced = wrapper(*example)
     if isinstance(wrapper, PriceForecaster):
         steps, features = model.hparams.sequence_length, model.hparams.input_size
-        assert isinstance(model.scaling, PriceScaling)
-        names = list(model.scaling.features)
+        names = list(getattr(model.scaling, "features", []))
         inputs = [
             Port(
                 "windows",
@@ -461,20 +461,6 @@ def temporary_path(path: Path) -> Path:
     os.umask(umask)
     os.chmod(name, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's owner-only 0600
     return Path(name)
-
-
-@contextlib.contextmanager
-def speedups_off() -> Iterator[None]:
-    """Run without :mod:`rnn_lightning.speedups`, whose threaded ``parallel_directions`` cannot be traced.
-
-    The recurrent layers then run as nn's own modules, whose standard ops the exporters know.
-    """
-    was = speedups.enabled()
-    speedups.set_enabled(False)
-    try:
-        yield
-    finally:
-        speedups.set_enabled(was)
 
 
 @contextlib.contextmanager

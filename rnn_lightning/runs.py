@@ -184,9 +184,7 @@ class RunConfig:
 def _override_args(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
     if isinstance(overrides, Mapping):
         # Strings as they are (a path, a name); everything else as JSON, which the parser reads as YAML.
-        return [
-            f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()
-        ]
+        return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]
     return [str(arg) for arg in overrides]
 
 
@@ -199,7 +197,7 @@ def _parse(args: list[str], base: Namespace | None = None) -> Namespace:
 
 
 def parse_args(args: Sequence[str]) -> RunConfig:
-    """One run's config from command-line arguments, e.g. ``["--config", "configs/kospi_gru.yaml", "--seed_everything=1"]``."""
+    """One run's config from command-line arguments, e.g. ``["--config", "configs/kospi_gru.yaml"]``."""
     return RunConfig(_parse([str(a) for a in args]))
 
 
@@ -390,7 +388,7 @@ def build(
     The checkpoint callbacks only take part in a fit.
     """
     _seed(config, seed_offset)
-    init = run_parser().instantiate_classes(config.namespace)
+    init = instantiate(run_parser(), config.namespace)
     model: RecurrentModel = init.model
     optimizer, scheduler = init.get("optimizer"), init.get("lr_scheduler")
     if optimizer:
@@ -424,6 +422,12 @@ def build(
     speedups.pace_progress_bar(trainer, configured, enabled=bool(config.get("speedups", True)))
     data = datamodule if datamodule is not None else init.data
     return Run(config=config, model=model, datamodule=data, trainer=trainer, stage=stage)
+
+
+def instantiate(parser: LightningArgumentParser, namespace: Namespace) -> Namespace:
+    """The classes a parsed config names, built (``instantiate``; ``instantiate_classes`` before jsonargparse 4.49)."""
+    build_all = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    return build_all(namespace)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -1,20 +1,31 @@
 """Every change rnn-lightning makes to Lightning's or torch's default behaviour for speed, in one place.
 
-The CLI calls :func:`apply` once, before it builds anything; ``--speedups false`` (or the environment
-variable ``RNN_LIGHTNING_SPEEDUPS=0``) turns all of them off together, for a plain-Lightning baseline or
-to rule them out when something looks wrong. ``docs/performance.md`` lists each one with the gain
+No switch lives here: each speed-up is applied where it is asked for, from plain arguments.
+
+* The process-wide ones (``allocator``, ``nvml_check``): :func:`apply_process`, called once by the CLI
+  before any data is read.
+* The per-trainer one (``paced_progress_bar``): :func:`pace_progress_bar`, once the Trainer exists.
+* The ones that change a model (``fused_adam``, ``fast_hook_name``, ``parallel_directions``): arguments of
+  :class:`~rnn_lightning.models.module.RecurrentModel`, so ``--print_config`` and each run's
+  ``config.yaml`` show them; :data:`MODEL_OFF` is what ``--speedups false`` writes into ``model.*``.
+
+``--speedups false`` (or the environment variable ``RNN_LIGHTNING_SPEEDUPS=0``, read by
+:func:`switch_allowed`) turns all of them off together, for a plain-Lightning baseline or to rule them
+out when something looks wrong. ``docs/performance.md`` lists each one with the gain
 ``benchmarks/bench_speed.py`` measured, and ``tests/test_speedups.py`` checks that each is still in
 effect on the installed Lightning and torch, so a release that breaks one fails CI instead of silently
 losing it.
 
-=====================  ==========================================================================
-``allocator``          glibc keeps freed blocks below 32 MiB (``mallopt``): no page faults per step
-``nvml_check``         no NVML reload at every ``torch.cuda.is_available()`` on a machine without CUDA
-``paced_progress_bar`` the default TQDM bar redraws by the clock (0.1 s), not twice per batch
-``hook_name_setattr``  Lightning's per-hook ``_current_fx_name`` bypasses ``nn.Module.__setattr__``
-``fused_adam``         Adam's fused kernel on CPU and CUDA (torch's default is the foreach one)
-``parallel_directions`` (a model option) the two directions of a bidirectional layer on two threads
-=====================  ==========================================================================
+======================  =========================================================================
+``allocator``           glibc keeps freed blocks below 32 MiB (``mallopt``): no page faults per step
+``nvml_check``          no NVML reload at every ``torch.cuda.is_available()`` on a machine without CUDA
+``paced_progress_bar``  the default TQDM bar redraws by the clock (0.1 s), not twice per batch
+``fast_hook_name``      (model argument) Lightning's per-hook ``_current_fx_name`` skips
+                        ``nn.Module.__setattr__``
+``fused_adam``          (model argument) Adam's fused kernel on CPU and CUDA (torch's default is foreach)
+``parallel_directions`` (model argument, off by default) a bidirectional layer's two directions on two
+                        CPU threads
+======================  =========================================================================
 """
 
 from __future__ import annotations
@@ -33,45 +44,23 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from rnn_lightning.errors import UserInputError
 
 ENV_SWITCH = "RNN_LIGHTNING_SPEEDUPS"
+ENV_OFF = ("0", "false", "no", "off")
 
-
-def _env_allows() -> bool:
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-_enabled = _env_allows()
-
-
-def enabled() -> bool:
-    """Whether the speed-ups are on (the default); read by the model code that has one."""
-    return _enabled
-
-
-def set_enabled(value: bool) -> None:
-    """Turn every speed-up on or off for this process (``--speedups``)."""
-    global _enabled
-    _enabled = bool(value)
-
-
-# TEMPORARY interface shim (replaced by the model-path branch)
-MODEL_OFF: dict[str, bool] = {"parallel_directions": False}
+# The RecurrentModel arguments that ``--speedups false`` sets, on top of the model's own config.
+MODEL_OFF: dict[str, bool] = {"fused_adam": False, "fast_hook_name": False, "parallel_directions": False}
 
 
 def switch_allowed(requested: bool = True) -> bool:
-    return bool(requested) and _env_allows()
+    """Whether the speed-ups are on: ``requested`` (``--speedups``) unless ``RNN_LIGHTNING_SPEEDUPS`` says off."""
+    return bool(requested) and os.environ.get(ENV_SWITCH, "1").strip().lower() not in ENV_OFF
 
 
-def apply_process(enabled_: bool) -> dict[str, bool]:
-    return apply(enabled_)
+def apply_process(enabled: bool) -> dict[str, bool]:
+    """Apply the process-wide speed-ups when ``enabled``, before any data is read; returns which took effect.
 
-
-def apply(enabled_: bool = True) -> dict[str, bool]:
-    """Apply the process-wide speed-ups, before any data is read; returns which of them took effect.
-
-    The per-trainer one (the progress bar) is :func:`pace_progress_bar`, called once the Trainer exists.
+    The per-trainer one is :func:`pace_progress_bar`; the model's are :class:`RecurrentModel` arguments.
     """
-    set_enabled(enabled_ and _env_allows())
-    if not _enabled:
+    if not enabled:
         return {"allocator": False, "nvml_check": False}
     return {"allocator": keep_freed_memory(), "nvml_check": skip_nvml_check()}
 
@@ -175,15 +164,15 @@ class PacedProgressBar(TQDMProgressBar):
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
 
-def pace_progress_bar(trainer: Trainer, configured_callbacks: list[Any], enabled: bool = True) -> bool:
-    """Swap the TQDM bar Lightning adds by default for :class:`PacedProgressBar`; True when swapped.
+def pace_progress_bar(trainer: Trainer, configured_callbacks: list[Any], enabled: bool) -> bool:
+    """Swap the TQDM bar Lightning adds by default for :class:`PacedProgressBar` when ``enabled``; True when swapped.
 
     A progress bar among the user's ``trainer.callbacks`` is kept as given, and
     ``enable_progress_bar: false`` leaves no bar to swap, exactly as with Lightning alone. Other
     callbacks given on the command line (``--trainer.callbacks+=...``) do not matter.
     """
     bar = trainer.progress_bar_callback
-    if not _enabled or type(bar) is not TQDMProgressBar:
+    if not enabled or type(bar) is not TQDMProgressBar:
         return False
     if any(isinstance(c, ProgressBar) for c in configured_callbacks):
         return False
@@ -191,18 +180,23 @@ def pace_progress_bar(trainer: Trainer, configured_callbacks: list[Any], enabled
     return True
 
 
-# --- hook_name_setattr ----------------------------------------------------------------------------------
+# --- fast_hook_name -------------------------------------------------------------------------------------
 # Lightning sets the plain string ``LightningModule._current_fx_name`` twice around every hook call, about
 # 50 times a training step; nn.Module.__setattr__'s parameter/module/buffer checks then cost ~3% of a KOSPI
 # fit of 2,700 tiny steps. No public API sets it: the name is Lightning's, listed in docs/performance.md.
 HOOK_NAME = "_current_fx_name"
+FAST_HOOK_ATTRIBUTE = "fast_hook_name"  # the instance attribute (a RecurrentModel argument) that turns it on
 
 
 class FastHookName:
-    """Mixin for a LightningModule: ``self._current_fx_name = ...`` skips ``nn.Module.__setattr__``."""
+    """Mixin for a LightningModule: ``self._current_fx_name = ...`` skips ``nn.Module.__setattr__``.
+
+    Only while the instance's ``fast_hook_name`` attribute is true; off while it is missing (early in
+    ``__init__``).
+    """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == HOOK_NAME and _enabled:
+        if name == HOOK_NAME and self.__dict__.get(FAST_HOOK_ATTRIBUTE, False):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
@@ -211,10 +205,10 @@ class FastHookName:
 # --- fused_adam -----------------------------------------------------------------------------------------
 
 
-def adam_fused(device: torch.device) -> bool | None:
-    """The ``fused`` argument for ``torch.optim.Adam``; None is torch's default.
+def adam_fused(device: torch.device, fused_adam: bool) -> bool | None:
+    """The ``fused`` argument for ``torch.optim.Adam``: True when asked for and the device has the kernel.
 
-    The fused kernel updates each parameter in one call instead of a dozen small ops: ~0.2 ms less per
-    step for the tiny KOSPI models on a CPU.
+    None is torch's default (foreach). The fused kernel updates each parameter in one call instead of a
+    dozen small ops: ~0.2 ms less per step for the tiny KOSPI models on a CPU.
     """
-    return True if _enabled and device.type in ("cpu", "cuda") else None
+    return True if fused_adam and device.type in ("cpu", "cuda") else None

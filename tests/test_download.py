@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from helpers import make_price_frame
 
-from rnn_lightning.data.download import YAHOO_COLUMNS, main
 from rnn_lightning.data.daily import read_price_csv
+from rnn_lightning.data.download import YAHOO_COLUMNS, main
 
 TICKER = "^KS11"
 

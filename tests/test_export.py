@@ -174,6 +174,37 @@ def check_against_checkpoint(run: Run, path: Path, fmt: str) -> tuple[float, flo
     return worst
 
 
+@pytest.mark.parametrize(("task", "backbone"), [("kospi", "lstm"), ("mnist", "bilstm")])
+def test_predict_gives_the_models_forecast(task: str, backbone: str, fitted) -> None:
+    """``rnn-lightning predict``, ``predict_all`` and ``RecurrentModel.forecast`` are one forecast path."""
+    import pandas as pd
+
+    run = fitted(task, backbone)
+    run_cli("predict", *run.args, "--ckpt_path", run.ckpt)
+    table = pd.read_csv(max((run.base / "runs").rglob("predictions.csv"), key=lambda p: p.stat().st_mtime_ns))
+    model = RecurrentModel.load_from_checkpoint(run.ckpt, map_location="cpu").eval()
+    if task == "kospi":  # predict covers every window, then tomorrow's (lstm: relative target and windows)
+        dm = DailyPricesDataModule(
+            csv_path=str(run.data), split=50, val_size=10, target_transform="log_return", window_norm="last_close"
+        )
+        dm.setup("test")
+        every, tomorrow = dm.windows(), dm.forecast_window()
+        batch: PriceWindows | Images = PriceWindows(*(torch.cat([a, b]) for a, b in zip(every, tomorrow, strict=True)))
+    else:
+        batch = run.test_batch()
+    with torch.no_grad():
+        rows = model.forecast(batch)
+    for key, value in predict_all(model, batch).items():
+        torch.testing.assert_close(value, rows[key], rtol=0, atol=0, equal_nan=True, msg=key)  # bit for bit
+    if task == "kospi":
+        assert len(table) == len(batch.x)
+        np.testing.assert_allclose(table["predicted_close"], rows["prediction"].numpy(), rtol=0, atol=5e-7)
+    else:
+        np.testing.assert_array_equal(table["predicted"], rows["prediction"].numpy())
+        probabilities = table[[f"p{k}" for k in range(10)]].to_numpy()
+        np.testing.assert_allclose(probabilities, rows["probabilities"].numpy(), rtol=0, atol=5e-7)  # 6 decimals
+
+
 def export_cases() -> list:
     quick = {("kospi", "gru", "torchscript"), ("mnist", "bilstm", "torchscript")}
     cases = []

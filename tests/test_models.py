@@ -88,3 +88,25 @@ def test_zero_init_head_outputs_zero() -> None:
 def test_bad_arguments_name_the_problem(kwargs: dict, message: str) -> None:
     with pytest.raises(UserInputError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         RecurrentModel(**kwargs)
+
+
+def test_checkpoint_without_the_speedup_arguments_loads(tmp_path) -> None:
+    """fused_adam, fast_hook_name and parallel_directions are speed-ups, not sizes: a checkpoint from before
+    they were arguments loads with their defaults, and one with other values is not refused."""
+    import lightning
+
+    from rnn_lightning.speedups import MODEL_OFF
+
+    model = RecurrentModel(hidden_size=4, num_layers=1)
+    old = {k: v for k, v in model.hparams.items() if k not in MODEL_OFF}
+    path = tmp_path / "old.ckpt"
+    torch.save(
+        {"pytorch-lightning_version": lightning.__version__, "state_dict": model.state_dict(), "hyper_parameters": old},
+        path,
+    )
+    loaded = RecurrentModel.load_from_checkpoint(path, weights_only=True)
+    assert loaded.hparams.fused_adam is True and loaded.fast_hook_name is True
+    assert loaded.backbone.parallel_directions is False
+    model.check_checkpoint({"hyper_parameters": old})
+    model.check_checkpoint({"hyper_parameters": {**model.hparams, **MODEL_OFF}})
+    RecurrentModel(hidden_size=4, num_layers=1, **MODEL_OFF).check_checkpoint({"hyper_parameters": dict(model.hparams)})

@@ -1,6 +1,9 @@
 """Every speed-up of rnn_lightning/speedups.py is still in effect on the installed Lightning and torch, and
 ``--speedups false`` turns all of them off. A release that breaks one fails here instead of silently
-losing it (the progress bar once stopped being paced as soon as any callback was given)."""
+losing it (the progress bar once stopped being paced as soon as any callback was given).
+
+The CLI's speed-ups are checked through ``rnn_lightning.cli.main`` (the real entry point, in-process); the
+model's are RecurrentModel arguments, checked on a model or a plain Trainer."""
 
 from __future__ import annotations
 
@@ -15,47 +18,51 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 from helpers import CONFIGS, run_cli
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from rnn_lightning import UserInputError, speedups
-from rnn_lightning.cli import RnnLightningCLI
-from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.models import parallel
 from rnn_lightning.models.module import RecurrentModel
 from rnn_lightning.speedups import PacedProgressBar
 
 
-@pytest.fixture(autouse=True)
-def speedups_back_on():
-    yield
-    speedups.set_enabled(True)
-
-
-def build_cli(kospi_csv: Path, root: Path, *extra: str) -> RnnLightningCLI:
-    return RnnLightningCLI(
-        RecurrentModel,
-        InMemoryDataModule,
-        subclass_mode_data=True,
-        run=False,
+def fit_through_main(
+    kospi_csv: Path, root: Path, monkeypatch: pytest.MonkeyPatch, *extra: str
+) -> tuple[RecurrentModel, pl.Trainer]:
+    """One short ``rnn-lightning fit`` in-process; the model and Trainer it ran, caught at ``on_fit_start``."""
+    seen: list[tuple[RecurrentModel, pl.Trainer]] = []
+    monkeypatch.setattr(RecurrentModel, "on_fit_start", lambda self: seen.append((self, self.trainer)))
+    run_cli(
+        "fit",
+        "--config",
+        CONFIGS / "kospi_gru.yaml",
+        "--data.csv_path",
+        kospi_csv,
+        "--data.split",
+        "50",
+        "--data.val_size",
+        "10",
+        "--trainer.default_root_dir",
+        root,
+        "--trainer.max_epochs",
+        "1",
         # The KOSPI configs turn the bar off (epochs of ~25 ms); turned back on here.
-        args=[
-            "--config",
-            str(CONFIGS / "kospi_gru.yaml"),
-            "--data.csv_path",
-            str(kospi_csv),
-            "--data.split",
-            "50",
-            "--data.val_size",
-            "10",
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.enable_progress_bar",
-            "true",
-            *extra,
-        ],
+        "--trainer.enable_progress_bar",
+        "true",
+        *extra,
     )
+    assert len(seen) == 1
+    return seen[0]
+
+
+def saved_model_config(root: Path) -> dict:
+    """The ``model`` block of the config.yaml the run saved (wherever under ``root`` the run folder is)."""
+    found = sorted(root.rglob("config.yaml"))
+    assert len(found) == 1, found
+    return yaml.safe_load(found[0].read_text())["model"]
 
 
 # --- allocator ------------------------------------------------------------------------------------------
@@ -125,27 +132,46 @@ def test_nvml_check_lightning_still_sets_it_and_it_is_dropped(monkeypatch: pytes
     )
     assert found.stdout.strip() == "1"  # still Lightning's setting: the tweak still has work to do
     monkeypatch.setenv(speedups.NVML_ENV, "1")
-    assert speedups.apply(True)["nvml_check"] is True
+    assert speedups.apply_process(False)["nvml_check"] is False
+    assert os.environ[speedups.NVML_ENV] == "1"  # switched off: left alone
+    assert speedups.apply_process(True)["nvml_check"] is True
     assert speedups.NVML_ENV not in os.environ
 
 
 # --- paced_progress_bar ---------------------------------------------------------------------------------
 
 
-def test_default_bar_is_paced_also_with_other_callbacks(kospi_csv: Path, tmp_path: Path) -> None:
-    for extra in ([], ["--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor"]):
-        cli = build_cli(kospi_csv, tmp_path, *extra)
-        bars = [c for c in cli.trainer.callbacks if isinstance(c, TQDMProgressBar)]
+def test_default_bar_is_paced_also_with_other_callbacks(
+    kospi_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i, extra in enumerate(([], ["--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor"])):
+        _, trainer = fit_through_main(kospi_csv, tmp_path / str(i), monkeypatch, *extra)
+        bars = [c for c in trainer.callbacks if isinstance(c, TQDMProgressBar)]
         assert len(bars) == 1 and type(bars[0]) is PacedProgressBar, extra
         assert bars[0].min_interval == 0.1
 
 
-def test_configured_bar_and_disabled_bar_are_kept(kospi_csv: Path, tmp_path: Path) -> None:
-    cli = build_cli(kospi_csv, tmp_path, "--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate=7")
-    bar = cli.trainer.progress_bar_callback
+def test_configured_bar_and_disabled_bar_are_kept(
+    kospi_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, trainer = fit_through_main(
+        kospi_csv,
+        tmp_path / "configured",
+        monkeypatch,
+        "--trainer.callbacks+=TQDMProgressBar",
+        "--trainer.callbacks.refresh_rate=7",
+    )
+    bar = trainer.progress_bar_callback
     assert type(bar) is TQDMProgressBar and bar.refresh_rate == 7
-    cli = build_cli(kospi_csv, tmp_path, "--trainer.enable_progress_bar", "false")
-    assert cli.trainer.progress_bar_callback is None
+    _, trainer = fit_through_main(kospi_csv, tmp_path / "off", monkeypatch, "--trainer.enable_progress_bar", "false")
+    assert trainer.progress_bar_callback is None
+
+
+def test_pace_progress_bar_takes_its_switch_as_an_argument(tmp_path: Path) -> None:
+    for enabled in (False, True):
+        trainer = pl.Trainer(logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+        assert speedups.pace_progress_bar(trainer, [], enabled) is enabled
+        assert type(trainer.progress_bar_callback) is (PacedProgressBar if enabled else TQDMProgressBar)
 
 
 def drawn_counts(output: str, total: int) -> list[int]:
@@ -203,10 +229,12 @@ def test_negative_interval_is_refused(kospi_csv: Path, tmp_path: Path, capsys: p
     assert err == ["rnn-lightning: error: progress bar min_interval must be >= 0 seconds, got -1.0"]
 
 
-# --- hook_name_setattr, fused_adam, parallel_directions -------------------------------------------------
+# --- fast_hook_name, fused_adam, parallel_directions: RecurrentModel arguments --------------------------
 
 
-def fit_counting_hook_names(kospi_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+def fit_counting_hook_names(
+    kospi_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **model_args: bool
+) -> tuple[int, int]:
     """(times Lightning set ``_current_fx_name`` on the model, of them through nn.Module.__setattr__)."""
     seen = {"set": 0, "slow": 0}
     module_setattr = torch.nn.Module.__setattr__
@@ -233,7 +261,7 @@ def fit_counting_hook_names(kospi_csv: Path, tmp_path: Path, monkeypatch: pytest
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
-    trainer.fit(RecurrentModel(hidden_size=4, num_layers=1), data)
+    trainer.fit(RecurrentModel(hidden_size=4, num_layers=1, **model_args), data)
     return seen["set"], seen["slow"]
 
 
@@ -243,16 +271,18 @@ def test_hook_names_skip_module_setattr_and_lightning_still_sets_them(
     assert RecurrentModel.__mro__.index(speedups.FastHookName) < RecurrentModel.__mro__.index(torch.nn.Module)
     set_count, slow = fit_counting_hook_names(kospi_csv, tmp_path, monkeypatch)
     assert set_count > 40 and slow == 0  # 4 steps, ~50 hook names each
-    speedups.set_enabled(False)
-    set_count, slow = fit_counting_hook_names(kospi_csv, tmp_path, monkeypatch)
+    monkeypatch.undo()  # a fresh count: the helper patches again
+    set_count, slow = fit_counting_hook_names(kospi_csv, tmp_path, monkeypatch, fast_hook_name=False)
     assert slow == set_count > 40
 
 
 def test_adam_is_fused_on_the_cpu_unless_switched_off() -> None:
     model = RecurrentModel(hidden_size=4, num_layers=1)
+    assert model.hparams.fused_adam is True
     assert model.configure_optimizers().defaults["fused"] is True
-    speedups.set_enabled(False)
+    model = RecurrentModel(hidden_size=4, num_layers=1, fused_adam=False)
     assert model.configure_optimizers().defaults["fused"] is None  # torch's default
+    assert speedups.adam_fused(torch.device("meta"), True) is None  # no fused kernel there
 
 
 def test_parallel_directions_stand_aside_when_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,19 +304,48 @@ def test_parallel_directions_stand_aside_when_switched_off(monkeypatch: pytest.M
     x = torch.rand(2, 28, 28)
     model(x)
     assert calls == [1]
-    speedups.set_enabled(False)
+    model.backbone.parallel_directions = False  # what export does to the model it traces
     model(x)
     assert calls == [1]
+    RecurrentModel(backbone="bilstm", hidden_size=4, num_layers=1, input_size=28, sequence_length=28)(x)
+    assert calls == [1]  # off unless asked for
 
 
 # --- the one switch -------------------------------------------------------------------------------------
 
 
+def test_switch_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(speedups.ENV_SWITCH, raising=False)
+    assert speedups.switch_allowed() is True and speedups.switch_allowed(True) is True
+    assert speedups.switch_allowed(False) is False
+    assert speedups.apply_process(False) == {"allocator": False, "nvml_check": False}
+    for off in ("0", "false", "No", " off "):
+        monkeypatch.setenv(speedups.ENV_SWITCH, off)
+        assert speedups.switch_allowed(True) is False  # the environment variable turns them off as well
+    monkeypatch.setenv(speedups.ENV_SWITCH, "1")
+    assert speedups.switch_allowed(True) is True
+    # What --speedups false writes into model.*: every model speed-up, each a RecurrentModel argument.
+    assert speedups.MODEL_OFF == {"fused_adam": False, "fast_hook_name": False, "parallel_directions": False}
+    model = RecurrentModel(**speedups.MODEL_OFF)
+    assert model.configure_optimizers().defaults["fused"] is None
+    assert not model.fast_hook_name and not model.backbone.parallel_directions
+
+
+def test_every_speedup_is_on_through_main_by_default(
+    kospi_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, trainer = fit_through_main(kospi_csv, tmp_path, monkeypatch)
+    assert type(trainer.progress_bar_callback) is PacedProgressBar
+    assert model.fast_hook_name is True
+    assert trainer.optimizers[0].defaults["fused"] is True
+    saved = saved_model_config(tmp_path)  # --print_config and config.yaml show the model's speed-ups
+    assert saved["fused_adam"] is True and saved["fast_hook_name"] is True
+    assert saved["parallel_directions"] is False  # a model option, off in the KOSPI configs
+
+
 def test_one_switch_turns_them_all_off(kospi_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cli = build_cli(kospi_csv, tmp_path, "--speedups", "false")
-    assert type(cli.trainer.progress_bar_callback) is TQDMProgressBar
-    assert not speedups.enabled()
-    assert speedups.apply(False) == {"allocator": False, "nvml_check": False}
-    monkeypatch.setenv(speedups.ENV_SWITCH, "0")
-    speedups.apply(True)
-    assert not speedups.enabled()  # the environment variable turns them off as well
+    model, trainer = fit_through_main(kospi_csv, tmp_path, monkeypatch, "--speedups", "false")
+    assert saved_model_config(tmp_path) | speedups.MODEL_OFF == saved_model_config(tmp_path)
+    assert not model.hparams.fused_adam and not model.fast_hook_name and not model.backbone.parallel_directions
+    assert trainer.optimizers[0].defaults["fused"] is None
+    assert type(trainer.progress_bar_callback) is TQDMProgressBar

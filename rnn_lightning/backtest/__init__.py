@@ -63,4 +63,5 @@ __all__ = [
     "summarise",
     "summary_lines",
     "window_offset",
+    "write_outputs",
 ]

@@ -148,4 +148,3 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"vs up share {summary['up_share']:.3f}, binomial p = {summary['direction_pvalue']:.4f}",
     ]
     return lines
-

@@ -84,7 +84,6 @@ class Fold:
     stop: int
 
 
-
 # --- folds from the settings ---------------------------------------------------------------------------
 
 
@@ -291,4 +290,3 @@ def fold_dates(source: DailyPricesDataModule, fold: Fold) -> dict[str, str]:
         "test_start": days[fold.origin],
         "test_end": days[fold.stop - 1],
     }
-

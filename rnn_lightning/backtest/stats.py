@@ -158,4 +158,3 @@ def summarise(table: pd.DataFrame, settings: BacktestSettings) -> tuple[pd.DataF
             bootstrap_block_length=length,
         )
     return per_fold, summary
-

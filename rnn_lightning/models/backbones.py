@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnn_lightning import speedups
 from rnn_lightning.errors import check_choice
 from rnn_lightning.models.parallel import bidirectional_forward, supports
 
@@ -43,7 +42,8 @@ class RecurrentBackbone(nn.Module):
         dropout: Dropout between stacked layers (torch applies none after the last one).
         bidirectional: Read the sequence both ways; implied by ``bilstm``.
         parallel_directions: On the CPU, compute the two directions of each bidirectional layer at
-            once on two threads (:mod:`rnn_lightning.models.parallel`); same weights and outputs.
+            once on two threads (:mod:`rnn_lightning.models.parallel`); same weights and outputs. Read at
+            every call: set the attribute to False for a graph an exporter can trace.
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class RecurrentBackbone(nn.Module):
             # anything that rebinds a weight (load_state_dict(assign=True), a wrapper) scatters them: cuDNN
             # would then copy them on every call and warn. Compact them once, here.
             self.rnn.flatten_parameters()
-        if self.parallel_directions and speedups.enabled() and supports(self.rnn, x):
+        if self.parallel_directions and supports(self.rnn, x):
             return bidirectional_forward(self.rnn, x)
         # Without an initial state torch starts from zeros, as the tutorial does explicitly.
         out, _ = self.rnn(x)  # (B, T, H*dirs)

@@ -67,7 +67,8 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         dropout: Dropout between stacked layers, in [0, 1).
         bidirectional: Read sequences both ways (``bilstm`` implies it).
         parallel_directions: On the CPU, run the two directions of each bidirectional layer at once on
-            two threads (best with ``num_threads: 1`` and two free cores); same weights and outputs.
+            two threads (best with ``num_threads: 1`` and two free cores); same weights and outputs. A
+            speed-up (:mod:`rnn_lightning.speedups`), off unless asked for.
         readout: ``flatten`` feeds every time step's output to the head (the tutorial's
             ``Linear(T*H, out)``); ``last`` feeds only the final step.
         output_activation: ``none``, or ``sigmoid`` after the head (the tutorial's RNN).
@@ -75,6 +76,10 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             that is the persistence forecast, which training must then improve on.
         lr: Adam's learning rate.
         weight_decay: Adam's L2 penalty.
+        fused_adam: Adam's fused kernel on CPU and CUDA (torch's default elsewhere); a speed-up
+            (:mod:`rnn_lightning.speedups`), the same updates up to float rounding.
+        fast_hook_name: Let Lightning's per-hook ``_current_fx_name`` skip ``nn.Module.__setattr__``; a
+            speed-up (:class:`rnn_lightning.speedups.FastHookName`) with no effect on the results.
         head: ``point``, ``quantile`` or ``gaussian`` (regression; docs/forecasting.md) or
             ``classification``; ``auto`` takes the task's default head (``point``, ``classification``).
         quantiles: The ``quantile`` and ``gaussian`` heads' levels, increasing in (0, 1): their forecast
@@ -92,6 +97,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     backbone: RecurrentBackbone
     head: Head
     fc: nn.Linear
+    fast_hook_name: bool  # the fast_hook_name argument (speedups.FastHookName reads it)
 
     def __init__(
         self,
@@ -106,6 +112,8 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         zero_init_head: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        fused_adam: bool = True,
+        fast_hook_name: bool = True,
         head: str = "auto",
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
         task: Literal["regression", "classification"] = "regression",
@@ -114,6 +122,9 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         num_outputs: int = 1,
         scaling_spec: dict[str, Any] | None = None,
     ) -> None:
+        # Read by speedups.FastHookName, also for the hook name LightningModule.__init__ sets; set before
+        # nn.Module.__init__, so without nn.Module.__setattr__.
+        object.__setattr__(self, speedups.FAST_HOOK_ATTRIBUTE, fast_hook_name)
         super().__init__()
         for name, value in (
             ("hidden_size", hidden_size),
@@ -163,9 +174,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
 
     def inputs(self, batch: Any) -> Tensor:
         """A raw batch's inputs, scaled as the network expects them (B, T, F) float32."""
-        if isinstance(self.scaling, PriceScaling):
-            return self.scaling.scale_inputs(batch.x, batch.ref)
-        return self.scaling.scale_inputs(batch.x)
+        return self.scaling.inputs(batch)
 
     def outputs(self, batch: Any) -> Tensor:
         """The network's raw outputs for a raw batch (B, K)."""
@@ -179,9 +188,9 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         """
         datamodule = getattr(self.trainer, "datamodule", None)
         fitted = getattr(datamodule, "fitted_scaling", None)
-        if not isinstance(self.scaling, PriceScaling) or not callable(fitted):
+        if not self.scaling.fits_from_data or not callable(fitted):
             return
-        if stage == "fit" or not bool(self.scaling.fitted):
+        if stage == "fit" or not self.scaling.is_fitted:
             self.scaling.set_fitted(**fitted())
         # The naive distribution of the quantile and Gaussian heads: fitted on the training windows' moves.
         moves = getattr(datamodule, "training_moves", None)
@@ -204,18 +213,22 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step("test", batch)
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        return self.head.predict(self.outputs(batch), batch, self.scaling)
+    def forecast(self, batch: Any) -> dict[str, Tensor]:
+        """The head's prediction rows for one raw batch, in the data's units: the one forecast path.
 
-    @torch.no_grad()
-    def predict_batch(self, batch: Any) -> dict[str, Tensor]:
-        """Predictions for one raw batch outside a Trainer, in eval mode: what ``predict_step`` returns."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self.head.predict(self.outputs(batch), batch, self.scaling)
-        finally:
-            self.train(was_training)
+        ``predict``, the reports (:func:`rnn_lightning.reports.common.predict_all`), the backtest and an
+        exported file all come through here. The network runs under whatever precision context is active
+        (autocast for ``bf16-mixed``); the head turns its outputs, as float32, into prices or class
+        probabilities outside autocast, in float32/float64 as without it.
+        """
+        out = self.outputs(batch).float()
+        if torch.is_autocast_enabled(out.device.type):
+            with torch.autocast(out.device.type, enabled=False):
+                return self.head.predict(out, batch, self.scaling)
+        return self.head.predict(out, batch, self.scaling)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        return self.forecast(batch)
 
     def _log_epoch(self, stage: str) -> None:
         # Logging the Metric object: Lightning calls compute(), which sums the states across DDP ranks, so
@@ -258,7 +271,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             self.parameters(),
             lr=self.hparams.lr,
             weight_decay=self.hparams.weight_decay,
-            fused=speedups.adam_fused(self.device),
+            fused=speedups.adam_fused(self.device, self.hparams.fused_adam),
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

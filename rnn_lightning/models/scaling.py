@@ -10,12 +10,16 @@ to ask the data module how to turn an output into a price.
   ``x / ref - 1``; then every column is min-max scaled. Targets: the next close(s) become ``level``,
   ``diff`` or ``log_return`` against ``ref``, then ``(y - offset) / scale``. Outputs go the other way.
 * :class:`PixelScaling` (row-sequence images): uint8 pixels (B, 28, 28) to float32 in [0, 1].
+
+Both say what they need through the interface of :class:`Scaling`, so the model and the export never ask
+which one they hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +55,38 @@ def normalise_windows(x: Tensor, ref: Tensor, price_mask: Tensor) -> Tensor:
     return torch.where(price_mask, relative, x)
 
 
-class PriceScaling(nn.Module):
+class Scaling(nn.Module):
+    """What the model and the export ask of a scaling, whichever it is.
+
+    Attributes:
+        fits_from_data: Whether a data module fits statistics into it (:meth:`set_fitted`) on its
+            training rows.
+        raw_dtype: The dtype an exported file takes the raw inputs in.
+    """
+
+    fits_from_data: bool = False
+    raw_dtype: torch.dtype = torch.float32
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether each sample's last close (a batch's ``ref``) is read, besides its raw inputs ``x``."""
+        return False
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether it holds the statistics it needs (always, when it fits none)."""
+        return True
+
+    def inputs(self, batch: Any) -> Tensor:
+        """A raw batch's network inputs, float32."""
+        raise NotImplementedError
+
+    def set_fitted(self, **statistics: Any) -> None:
+        """Install the statistics a data module fitted on its training rows."""
+        raise TypeError(f"{type(self).__name__} fits nothing from data")
+
+
+class PriceScaling(Scaling):
     """Raw price windows to model inputs, scaled targets, and model outputs back to prices.
 
     Args:
@@ -70,6 +105,9 @@ class PriceScaling(nn.Module):
     target_offset: Tensor
     target_scale: Tensor
     fitted: Tensor
+
+    fits_from_data = True  # the data module fits the feature ranges and target scale on its training rows
+    raw_dtype = torch.float64  # an exported file takes raw windows (and last closes) as float64
 
     def __init__(self, features: list[str], target_transform: str = "level", window_norm: str = "none") -> None:
         super().__init__()
@@ -90,6 +128,20 @@ class PriceScaling(nn.Module):
     def transform(self) -> TargetTransform:
         return TARGET_TRANSFORMS[self.target_transform]
 
+    @property
+    def needs_reference(self) -> bool:
+        """Whether each window's last close ``ref`` is read: a relative target or window normalisation."""
+        return self.target_transform != "level" or self.window_norm != "none"
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`set_fitted` has installed a data module's statistics."""
+        return bool(self.fitted)
+
+    def inputs(self, batch: Any) -> Tensor:
+        """A raw batch's network inputs (B, T, F) float32, from its windows ``x`` and last closes ``ref``."""
+        return self.scale_inputs(batch.x, batch.ref)
+
     def windows(self, x: Tensor, ref: Tensor) -> Tensor:
         """Raw windows (B, T, F) as the scaling sees them: window-normalised if asked, still unscaled."""
         x = x.to(torch.float64)
@@ -104,7 +156,9 @@ class PriceScaling(nn.Module):
             ref = ref[:, None]
         return self.transform.forward(close.to(torch.float64), ref)
 
-    def set_fitted(self, feature_min: Tensor, feature_max: Tensor, target_offset: float, target_scale: float) -> None:
+    def set_fitted(  # type: ignore[override]  # the statistics this scaling fits, by name
+        self, feature_min: Tensor, feature_max: Tensor, target_offset: float, target_scale: float
+    ) -> None:
         """Install the statistics a data module fitted on its training rows."""
         span = (feature_max - feature_min).to(torch.float64)
         self.feature_min.copy_(feature_min.to(torch.float64))
@@ -144,8 +198,14 @@ class PriceScaling(nn.Module):
         return f"features={self.features}, target_transform={self.target_transform!r}, window_norm={self.window_norm!r}"
 
 
-class PixelScaling(nn.Module):
+class PixelScaling(Scaling):
     """uint8 pixels (B, 28, 28) -> float32 in [0, 1], as torchvision's ``ToTensor``; floats pass through."""
+
+    raw_dtype = torch.uint8  # an exported file takes the pixels as they are stored; nothing to fit
+
+    def inputs(self, batch: Any) -> Tensor:
+        """A raw batch's network inputs (B, 28, 28) float32, from its pixels ``x``."""
+        return self.scale_inputs(batch.x)
 
     def scale_inputs(self, x: Tensor) -> Tensor:
         return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x

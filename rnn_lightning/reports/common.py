@@ -19,7 +19,8 @@ FORWARD_CHUNK = 2048  # samples per forward pass when rank 0 runs a whole split
 def predict_all(pl_module: pl.LightningModule, batch: Any) -> dict[str, Tensor]:
     """``predict_step``'s outputs for a whole raw batch (a NamedTuple of CPU tensors), in chunks, on CPU.
 
-    Runs in eval mode under the Trainer's precision (autocast for ``bf16-mixed``), so the plotted
+    Each chunk goes through the model's one forecast path, ``RecurrentModel.forecast``. Runs in eval mode
+    under the Trainer's precision (autocast for ``bf16-mixed``), so the plotted
     predictions are those the test step scored; the training mode is restored afterwards.
     """
     try:
@@ -33,11 +34,10 @@ def predict_all(pl_module: pl.LightningModule, batch: Any) -> dict[str, Tensor]:
         for start in range(0, len(batch[0]), FORWARD_CHUNK):
             chunk = type(batch)(*(t[start : start + FORWARD_CHUNK].to(pl_module.device) for t in batch))
             if precision is None:
-                out = pl_module.outputs(chunk)
+                rows = pl_module.forecast(chunk)
             else:
                 with precision.forward_context():
-                    out = pl_module.outputs(chunk)
-            rows = pl_module.head.predict(out.float(), chunk, pl_module.scaling)
+                    rows = pl_module.forecast(chunk)
             chunks.append({k: v.detach().cpu() for k, v in rows.items()})
         return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
     finally:
