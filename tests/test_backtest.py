@@ -236,6 +236,7 @@ def test_backtest_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     # trains on the 45 + 10k before its 20 validation windows; the scaling is fitted on those windows' 50 + 10k
     # rows. The predictions are the fold's best checkpoint's network on inputs scaled here.
     close = frame["Close"].to_numpy(np.float64)
+    every: list[np.ndarray] = []
     for k in range(3):
         origin = 65 + 10 * k
         actual, naive = close[origin + 5 : origin + 15], close[origin + 4 : origin + 14]
@@ -247,8 +248,13 @@ def test_backtest_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert folds["rmse_ratio"][k] == pytest.approx(rmse(predicted, actual) / rmse(naive, actual), rel=1e-6)
         assert folds["direction_acc"][k] == np.mean(np.sign(predicted - naive) == np.sign(actual - naive))
         assert folds["up_share"][k] == np.mean(actual > naive)
+        every.append(predicted)
+    predicted, actual, naive = np.concatenate(every), close[70:], close[69:-1]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["days"] == 30 and summary["rmse_ratio_ci_low"] <= summary["rmse_ratio_ci_high"]
+    assert summary["days"] == 30
+    assert summary["naive_rmse"] == pytest.approx(rmse(naive, actual), rel=1e-9)
+    assert summary["rmse"] == pytest.approx(rmse(predicted, actual), rel=1e-6)
+    assert summary["rmse_ratio_ci_low"] <= summary["rmse_ratio"] <= summary["rmse_ratio_ci_high"]
     for k in range(3):
         names = {p.name for p in (out / f"fold_{k:02d}" / "checkpoints").glob("*.ckpt")}
         assert "last.ckpt" in names and any(n.startswith("best-") for n in names)
@@ -281,9 +287,15 @@ def test_every_config_and_target_transform(config: Path, extra: list[str], tmp_p
     run_cli(*backtest_args(csv, tmp_path / "runs", *extra, config=config, folds=2, test_size=5))
     table = pd.read_csv(run_dir(tmp_path / "runs") / "backtest.csv")
     assert len(table) == 10 and np.isfinite(table["predicted"]).all()
-    days = list(make_price_frame(80)["Date"])
+    frame = make_price_frame(80)
+    days = list(frame["Date"])
     last = -1 - (int(extra[1]) - 1 if "--data.horizon" in extra else 0)
     assert table["date"].iloc[-1] == days[last]
+    rows = np.array([days.index(day) for day in table["date"]])
+    assert np.array_equal(rows, np.arange(len(days) + last - 9, len(days) + last + 1))  # 10 consecutive days
+    close = frame["Close"].to_numpy(np.float64)
+    assert np.allclose(table["actual"], close[rows], rtol=0, atol=1e-6)  # the first day ahead's close
+    assert np.allclose(table["naive"], close[rows - 1], rtol=0, atol=1e-6)  # the day before's
 
 
 def test_no_leak_from_the_test_period(tmp_path: Path) -> None:
