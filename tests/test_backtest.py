@@ -27,6 +27,7 @@ from rnn_lightning.backtest import (
 )
 from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.errors import UserInputError
+from rnn_lightning.models import RecurrentModel
 
 KOSPI_CONFIGS = sorted(CONFIGS.glob("kospi_*.yaml"))
 GRU = CONFIGS / "kospi_gru.yaml"
@@ -64,6 +65,23 @@ def backtest_args(
 def run_dir(root: Path) -> Path:
     (found,) = sorted((root / "lightning_logs").glob("version_*"))
     return found
+
+
+def level_forecast(frame: pd.DataFrame, ckpt: Path, windows: range, fit_rows: int) -> np.ndarray:
+    """configs/kospi_gru.yaml's forecasts of ``windows`` (5 days of Open, High, Low, Volume -> next close) by the
+    checkpoint's network, with the min-max scaling of inputs and close fitted here on the first ``fit_rows`` rows."""
+    raw = frame[["Open", "High", "Low", "Volume"]].to_numpy(np.float64)
+    close = frame["Close"].to_numpy(np.float64)
+    low, high = raw[:fit_rows].min(axis=0), raw[:fit_rows].max(axis=0)
+    x = np.stack([(raw[i : i + 5] - low) / (high - low) for i in windows])  # (W, 5, 4)
+    model = RecurrentModel.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(x).float()).double().numpy().reshape(-1)
+    return out * (close[:fit_rows].max() - close[:fit_rows].min()) + close[:fit_rows].min()
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 
 def t3_cdf(x: float) -> float:
@@ -214,10 +232,29 @@ def test_backtest_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     } <= set(folds.columns)
     assert list(folds["test_start"]) == list(table.groupby("fold")["date"].first())
     assert (folds["train_end"] < folds["test_start"]).all()
-    first = table[table["fold"] == 0]
-    assert folds["rmse"][0] == pytest.approx(np.sqrt(np.mean((first["predicted"] - first["actual"]) ** 2)))
+    # Each fold against the CSV alone: 95 windows, fold k tests windows 65 + 10k .. 74 + 10k (rows 70 + 10k ..),
+    # trains on the 45 + 10k before its 20 validation windows; the scaling is fitted on those windows' 50 + 10k
+    # rows. The predictions are the fold's best checkpoint's network on inputs scaled here.
+    close = frame["Close"].to_numpy(np.float64)
+    every: list[np.ndarray] = []
+    for k in range(3):
+        origin = 65 + 10 * k
+        actual, naive = close[origin + 5 : origin + 15], close[origin + 4 : origin + 14]
+        (best,) = (out / f"fold_{k:02d}" / "checkpoints").glob("best-*.ckpt")
+        predicted = level_forecast(frame, best, range(origin, origin + 10), fit_rows=50 + 10 * k)
+        assert np.allclose(table["predicted"][table["fold"] == k], predicted, rtol=1e-6, atol=1e-5), k
+        assert folds["naive_rmse"][k] == pytest.approx(rmse(naive, actual), rel=0, abs=1e-6)  # 6 decimals
+        assert folds["rmse"][k] == pytest.approx(rmse(predicted, actual), rel=1e-6)
+        assert folds["rmse_ratio"][k] == pytest.approx(rmse(predicted, actual) / rmse(naive, actual), rel=1e-6)
+        assert folds["direction_acc"][k] == np.mean(np.sign(predicted - naive) == np.sign(actual - naive))
+        assert folds["up_share"][k] == np.mean(actual > naive)
+        every.append(predicted)
+    predicted, actual, naive = np.concatenate(every), close[70:], close[69:-1]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["days"] == 30 and summary["rmse_ratio_ci_low"] <= summary["rmse_ratio_ci_high"]
+    assert summary["days"] == 30
+    assert summary["naive_rmse"] == pytest.approx(rmse(naive, actual), rel=1e-9)
+    assert summary["rmse"] == pytest.approx(rmse(predicted, actual), rel=1e-6)
+    assert summary["rmse_ratio_ci_low"] <= summary["rmse_ratio"] <= summary["rmse_ratio_ci_high"]
     for k in range(3):
         names = {p.name for p in (out / f"fold_{k:02d}" / "checkpoints").glob("*.ckpt")}
         assert "last.ckpt" in names and any(n.startswith("best-") for n in names)
@@ -250,9 +287,15 @@ def test_every_config_and_target_transform(config: Path, extra: list[str], tmp_p
     run_cli(*backtest_args(csv, tmp_path / "runs", *extra, config=config, folds=2, test_size=5))
     table = pd.read_csv(run_dir(tmp_path / "runs") / "backtest.csv")
     assert len(table) == 10 and np.isfinite(table["predicted"]).all()
-    days = list(make_price_frame(80)["Date"])
+    frame = make_price_frame(80)
+    days = list(frame["Date"])
     last = -1 - (int(extra[1]) - 1 if "--data.horizon" in extra else 0)
     assert table["date"].iloc[-1] == days[last]
+    rows = np.array([days.index(day) for day in table["date"]])
+    assert np.array_equal(rows, np.arange(len(days) + last - 9, len(days) + last + 1))  # 10 consecutive days
+    close = frame["Close"].to_numpy(np.float64)
+    assert np.allclose(table["actual"], close[rows], rtol=0, atol=1e-6)  # the first day ahead's close
+    assert np.allclose(table["naive"], close[rows - 1], rtol=0, atol=1e-6)  # the day before's
 
 
 def test_no_leak_from_the_test_period(tmp_path: Path) -> None:
