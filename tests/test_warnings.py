@@ -42,9 +42,6 @@ def test_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert own_deprecations(tmp_path, monkeypatch, fit, test, predict) == []
 
 
-@pytest.mark.xfail(
-    raises=AssertionError, reason="rnn_lightning/backtest.py calls jsonargparse's deprecated instantiate_classes"
-)
 def test_backtest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     csv = write_price_csv(tmp_path / "prices.csv")
     backtest = ["backtest", "--config", CONFIGS / "kospi_gru.yaml", "--data.csv_path", csv, "--data.split", "30"]
