@@ -44,7 +44,7 @@ def _checked(
 
 
 def fit(config: RunConfig, ckpt_path: str | os.PathLike | None = None) -> Run:
-    """Train (``rnn-lightning fit``; ``ckpt_path`` resumes); the run holds ``best_checkpoint``, ``log_dir``, ``metrics``."""
+    """Train (``rnn-lightning fit``; ``ckpt_path`` resumes); see ``best_checkpoint``, ``log_dir``, ``metrics``."""
     run, path, _ = _checked(config, "fit", ckpt_path)
     return runs.fit(run, path)
 
