@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import write_mnist_dir, write_price_csv
+from postgres import postgres_server
 
 
 @pytest.fixture
@@ -17,3 +19,10 @@ def kospi_csv(tmp_path: Path) -> Path:
 @pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     return write_mnist_dir(tmp_path / "mnist_data")
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    """A real PostgreSQL server for the test (tests/postgres.py): its SQLAlchemy URL, with password."""
+    with postgres_server(tmp_path) as url:
+        yield url
