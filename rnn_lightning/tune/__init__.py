@@ -1,0 +1,1 @@
+"""rnn-lightning tune: hyperparameter search scored by walk-forward backtests, with a verdict after searching."""
