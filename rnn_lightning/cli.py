@@ -20,6 +20,8 @@ from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.errors import UserInputError, one_line_parser_error, print_error, user_input_error
 from rnn_lightning.export import ExportSettings, check_settings, write_export
 from rnn_lightning.models.module import RecurrentModel
+from rnn_lightning.tune.run import run_tune
+from rnn_lightning.tune.search import TuneSettings
 
 DEBUG_ENV = "RNN_LIGHTNING_DEBUG"
 DESCRIPTION = (
@@ -65,6 +67,16 @@ class RnnTrainer(Trainer):
         """Export a checkpoint as one ONNX or TorchScript file, checked against predict (rnn_lightning/export.py)."""
         raise NotImplementedError("run through `rnn-lightning export`")
 
+    def tune(
+        self,
+        model: LightningModule,
+        datamodule: Any = None,
+        backtest: BacktestSettings | None = None,
+        tune: TuneSettings | None = None,
+    ) -> None:
+        """Hyperparameter search scored by walk-forward backtests, with a verdict after searching (docs/tune.md)."""
+        raise NotImplementedError("run through `rnn-lightning tune`")
+
 
 class RnnLightningCLI(LightningCLI):
     """LightningCLI over :class:`RecurrentModel` and any :class:`InMemoryDataModule` (``class_path``).
@@ -82,6 +94,7 @@ class RnnLightningCLI(LightningCLI):
             **LightningCLI.subcommands(),
             "backtest": {"model", "datamodule"},
             "export": {"model", "datamodule"},
+            "tune": {"model", "datamodule"},
         }
 
     def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -121,7 +134,7 @@ class RnnLightningCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """The subcommand's own arguments (``--ckpt_path``, ``--backtest.*`` ...), then the run, by the factory."""
         if self.subcommand is None:
-            raise UserInputError("name a subcommand: fit, validate, test, predict, backtest or export")
+            raise UserInputError("name a subcommand: fit, validate, test, predict, backtest, tune or export")
         self.config_init = runs.instantiate(self.parser, self.config)
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         self.run = runs.build(self.run_config, self.subcommand, ckpt_path=ckpt_path, trainer_class=self.trainer_class)
@@ -132,7 +145,7 @@ class RnnLightningCLI(LightningCLI):
         self._read_ckpt(self.config_init[self.subcommand].get("ckpt_path"))
         runs.prepare_data(self.run, self._ckpt_contents, source=f"checkpoint {self._ckpt_read}")
 
-    before_validate = before_test = before_predict = before_backtest = before_fit
+    before_validate = before_test = before_predict = before_backtest = before_tune = before_fit
 
     def before_export(self) -> None:
         # The export's own settings (format, folder, --ckpt_path, the installed extra) are checked first.
@@ -156,6 +169,10 @@ class RnnLightningCLI(LightningCLI):
     def backtest(self, model: LightningModule, **kwargs: Any) -> None:
         settings = kwargs.get("backtest") or BacktestSettings()
         run_backtest(self.run_config, self.run.datamodule, settings, self.run.trainer)
+
+    def tune(self, model: LightningModule, **kwargs: Any) -> None:
+        backtest = kwargs.get("backtest") or BacktestSettings()
+        run_tune(self.run_config, self.run.datamodule, backtest, kwargs.get("tune") or TuneSettings(), self.run.trainer)
 
     def export(self, model: LightningModule, **kwargs: Any) -> None:
         assert self._ckpt_contents is not None  # before_export checked that --ckpt_path is a file

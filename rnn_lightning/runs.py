@@ -448,7 +448,7 @@ def prepare_data(run: Run, checkpoint: dict[str, Any] | None = None, source: str
     """
     if "LOCAL_RANK" not in os.environ or run.trainer.world_size == 1:
         run.datamodule.prepare_data()
-        run.datamodule.setup({"backtest": "fit", "export": "test"}.get(run.stage, run.stage))
+        run.datamodule.setup({"backtest": "fit", "tune": "fit", "export": "test"}.get(run.stage, run.stage))
     if checkpoint is not None:
         run.model.check_checkpoint(checkpoint, source=source)
         # Lightning files a data module's state under its class name; configs from before the rename of

@@ -23,13 +23,14 @@ from rnn_lightning.backtest.plan import (
     check_settings,
     check_workers,
     fold_view,
+    leading_view,
     parse_shard,
     plan_folds,
     resolve_workers,
     shard_folds,
     window_offset,
 )
-from rnn_lightning.backtest.run import run_backtest, signature
+from rnn_lightning.backtest.run import fold_results, plan, run_backtest, signature
 from rnn_lightning.backtest.stats import (
     block_bootstrap_ratio,
     diebold_mariano,
@@ -51,8 +52,11 @@ __all__ = [
     "diebold_mariano",
     "direction_test",
     "fold_metrics",
+    "fold_results",
     "fold_view",
+    "leading_view",
     "parse_shard",
+    "plan",
     "plan_folds",
     "read_fold_dirs",
     "resolve_workers",

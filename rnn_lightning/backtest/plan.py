@@ -281,6 +281,16 @@ def fold_view(source: DailyPricesDataModule, fold: Fold) -> DailyPricesDataModul
     return view
 
 
+def leading_view(source: DailyPricesDataModule, num_windows: int) -> DailyPricesDataModule:
+    """The read data cut after its first ``num_windows`` windows: no row of a later target day is in it.
+
+    What a search sees when the last windows are held out (:mod:`rnn_lightning.tune`): its folds are
+    planned over this view, so a held-out day can reach no trial.
+    """
+    cut = Fold(-1, 0, num_windows, num_windows, num_windows, num_windows)
+    return fold_view(source, cut)
+
+
 def fold_dates(source: DailyPricesDataModule, fold: Fold) -> dict[str, str]:
     """The first and last target day of the fold's training part and of its test period."""
     days = pd.to_datetime(source.dates.iloc[source.sequence_length :]).dt.strftime("%Y-%m-%d").to_numpy()

@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,6 +124,39 @@ class BacktestRun:
     run_dir: Path
     settings: BacktestSettings
     signature: str
+    trainer_overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def plan(source: DailyPricesDataModule, settings: BacktestSettings) -> list[Fold]:
+    """The folds of ``settings`` over the read data ``source`` (a one-line error when it cannot hold them)."""
+    return plan_folds(
+        source.num_windows,
+        settings,
+        source.val_size,
+        gap=window_offset(source) - source.sequence_length,
+        source=source.csv_path,
+    )
+
+
+def fold_results(
+    config: runs.RunConfig,
+    source: DailyPricesDataModule,
+    settings: BacktestSettings,
+    run_dir: Path,
+    folds: list[Fold] | None = None,
+    **trainer_overrides: Any,
+) -> Iterator[tuple[Fold, pd.DataFrame]]:
+    """Fit the folds one after another in this process and yield each one's test days as it finishes.
+
+    What a search needs from a backtest (:mod:`rnn_lightning.tune`): the same folds and fits as
+    ``rnn-lightning backtest``, one fold at a time, so that a hopeless configuration can stop early.
+    ``trainer_overrides`` replace the config's Trainer arguments for every fold (``enable_progress_bar``).
+    """
+    chosen = plan(source, settings) if folds is None else folds
+    run = BacktestRun(config, source, run_dir, settings, "", tuple(trainer_overrides.items()))
+    for fold in chosen:
+        rows, _ = _fit_fold(run, fold, None)
+        yield fold, rows
 
 
 def _fit_fold(
@@ -132,7 +166,7 @@ def _fit_fold(
     from lightning.pytorch.loggers import TensorBoardLogger
 
     fold_dir = run.run_dir / fold_dir_name(fold.index)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(run.trainer_overrides)
     if run.config.get("trainer.logger") is False:
         kwargs.update(logger=False, default_root_dir=str(fold_dir))
     else:
@@ -284,13 +318,7 @@ def run_backtest(
         raise UserInputError(
             f"backtest needs a daily price data module (DailyPricesDataModule), not {type(datamodule).__name__}"
         )
-    folds = plan_folds(
-        datamodule.num_windows,
-        settings,
-        datamodule.val_size,
-        gap=window_offset(datamodule) - datamodule.sequence_length,
-        source=datamodule.csv_path,
-    )
+    folds = plan(datamodule, settings)
     mine = shard_folds(folds, parse_shard(settings.shard, settings.folds))
     workers = resolve_workers(settings, trainer, len(mine))
     run_dir = Path(trainer.log_dir or ".")  # lightning_logs/version_N: created only now, after every check
