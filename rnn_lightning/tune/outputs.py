@@ -78,6 +78,7 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
 
 def write_summary(summary: dict[str, Any], path: Path) -> None:
     """``summary.json``: NaN and infinities as null, numpy numbers as plain ones."""
+
     def clean(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             return None

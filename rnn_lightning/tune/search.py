@@ -363,7 +363,7 @@ def study_name(search: Search) -> str:
     if search.settings.study:
         return search.settings.study
     configs = search.config.get("config") or []
-    first = Path(str(configs[0])).stem if configs else "tune"
+    first = Path(str(configs[-1])).stem if configs else "tune"  # the file given last (nested ones come first)
     return re.sub(r"[^\w.-]", "_", first)
 
 
