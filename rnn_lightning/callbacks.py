@@ -10,7 +10,6 @@ never through pyplot's global state, so no window opens and no backend setting o
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,10 +141,6 @@ class PredictionWriter(BasePredictionWriter):
         self.enabled = enabled
         self.filename = filename
         self.path: Path | None = None
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Rows are matched to dates by order, not by batch indices, which in-memory batches do not carry.
-        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
 
     def write_on_epoch_end(
         self,

@@ -67,6 +67,8 @@ EXPECTED_WARNINGS = (
     "The number of training batches .* is smaller than the logging interval",
     # A resumed fit or an include_initial checkpoint puts files into the folder on purpose.
     "Checkpoint directory .* exists and is not empty",
+    # predictions.csv matches rows to dates by order: in-memory batches carry no indices to infer.
+    "Couldn't infer the batch indices",
 )
 
 
@@ -451,9 +453,9 @@ def prepare_data(run: Run, checkpoint: dict[str, Any] | None = None, source: str
         run.datamodule.setup({"backtest": "fit", "tune": "fit", "export": "test"}.get(run.stage, run.stage))
     if checkpoint is not None:
         run.model.check_checkpoint(checkpoint, source=source)
-        # Lightning files a data module's state under its class name; configs from before the rename of
-        # KospiDataModule load checkpoints of either name.
-        names = [type(run.datamodule).__qualname__, *[c.__qualname__ for c in type(run.datamodule).__mro__[1:]]]
+        # Lightning files a data module's state under its class name; a data module that was renamed
+        # lists its old names (DailyPricesDataModule: KospiDataModule), so older checkpoints still load.
+        names = [type(run.datamodule).__qualname__, *getattr(run.datamodule, "former_names", ())]
         state = next((checkpoint[n] for n in names if checkpoint.get(n)), None)
         if state:
             run.datamodule.load_state_dict(state)

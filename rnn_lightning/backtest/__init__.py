@@ -30,7 +30,7 @@ from rnn_lightning.backtest.plan import (
     shard_folds,
     window_offset,
 )
-from rnn_lightning.backtest.run import fold_results, plan, run_backtest, signature
+from rnn_lightning.backtest.run import fold_results, folds_for, run_backtest, signature
 from rnn_lightning.backtest.stats import (
     block_bootstrap_ratio,
     diebold_mariano,
@@ -56,7 +56,7 @@ __all__ = [
     "fold_view",
     "leading_view",
     "parse_shard",
-    "plan",
+    "folds_for",
     "plan_folds",
     "read_fold_dirs",
     "resolve_workers",

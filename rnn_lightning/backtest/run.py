@@ -127,7 +127,7 @@ class BacktestRun:
     trainer_overrides: tuple[tuple[str, Any], ...] = ()
 
 
-def plan(source: DailyPricesDataModule, settings: BacktestSettings) -> list[Fold]:
+def folds_for(source: DailyPricesDataModule, settings: BacktestSettings) -> list[Fold]:
     """The folds of ``settings`` over the read data ``source`` (a one-line error when it cannot hold them)."""
     return plan_folds(
         source.num_windows,
@@ -152,7 +152,7 @@ def fold_results(
     ``rnn-lightning backtest``, one fold at a time, so that a hopeless configuration can stop early.
     ``trainer_overrides`` replace the config's Trainer arguments for every fold (``enable_progress_bar``).
     """
-    chosen = plan(source, settings) if folds is None else folds
+    chosen = folds_for(source, settings) if folds is None else folds
     run = BacktestRun(config, source, run_dir, settings, "", tuple(trainer_overrides.items()))
     for fold in chosen:
         rows, _ = _fit_fold(run, fold, None)
@@ -318,7 +318,7 @@ def run_backtest(
         raise UserInputError(
             f"backtest needs a daily price data module (DailyPricesDataModule), not {type(datamodule).__name__}"
         )
-    folds = plan(datamodule, settings)
+    folds = folds_for(datamodule, settings)
     mine = shard_folds(folds, parse_shard(settings.shard, settings.folds))
     workers = resolve_workers(settings, trainer, len(mine))
     run_dir = Path(trainer.log_dir or ".")  # lightning_logs/version_N: created only now, after every check

@@ -60,6 +60,9 @@ class DailyPricesDataModule(InMemoryDataModule):
             last close, so the model never sees a level outside the training range.
     """
 
+    # Names under which checkpoints of earlier versions filed this data module's state.
+    former_names: tuple[str, ...] = ("KospiDataModule",)
+
     task = "regression"
 
     def __init__(

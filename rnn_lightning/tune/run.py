@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from rnn_lightning import runs
-from rnn_lightning.backtest import BacktestSettings, fold_results, plan, plan_folds, window_offset
+from rnn_lightning.backtest import BacktestSettings, fold_results, folds_for, plan_folds, window_offset
 from rnn_lightning.backtest import check_settings as check_backtest_settings
 from rnn_lightning.backtest.stats import diebold_mariano
 from rnn_lightning.errors import UserInputError
@@ -58,7 +58,7 @@ def prepare(
     holdout = holdout_days(settings, backtest) if task == "regression" else 0
     if task == "regression":
         data = tuning_data(config, holdout)  # one-line errors: horizon, a hold-out that leaves nothing
-        folds = plan(data, backtest)  # the folds must fit in the tuning period
+        folds = folds_for(data, backtest)  # the folds must fit in the tuning period
         del folds
     digest = data_digest(datamodule)
     search = Search(

@@ -38,7 +38,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from rnn_lightning import runs
-from rnn_lightning.backtest import BacktestSettings, fold_results, leading_view, plan
+from rnn_lightning.backtest import BacktestSettings, fold_results, folds_for, leading_view
 from rnn_lightning.backtest.stats import diebold_mariano
 from rnn_lightning.checkpointing import BestCheckpoint
 from rnn_lightning.errors import UserInputError, check_choice, check_positive
@@ -200,7 +200,7 @@ def _price_trial(search: Search, trial: Any, config: runs.RunConfig) -> float:
     import optuna
 
     data = tuning_data(config, search.holdout)
-    folds = plan(data, search.backtest)
+    folds = folds_for(data, search.backtest)
     run_dir = search.run_dir / f"trial_{trial.number:04d}"
     dates: list[str] = []
     se: list[float] = []
