@@ -232,6 +232,7 @@ def test_running_again_continues_the_study(tmp_path: Path, capsys: pytest.Captur
         ({"model.dropout": {"low": 0.0, "high": 1.5}}, [], r"model.dropout=1.5 is refused: dropout must lie in"),
         ({"model.lr": {"low": 0.0, "high": 0.1, "log": True}}, [], r"a log range needs low > 0"),
         (None, ["--tune.trials", "0"], r"tune.trials must be a positive integer, got 0"),
+        (None, ["--tune.workers", "2", "--num_threads", "2"], r"tune.workers > 1 needs --num_threads 1"),
         (None, ["--tune.holdout", "115"], r"tune.holdout 115 leaves no window to tune on"),
         (None, ["--tune.holdout", "105"], r"backtest.folds x backtest.test_size = 2 x 8 = 16 test windows leave"),
         (
@@ -342,8 +343,9 @@ def test_a_killed_search_loses_nothing_it_finished(tmp_path: Path) -> None:
     space = write_space(tmp_path / "space.yaml")
     root = tmp_path / "runs"
     url = f"sqlite:///{(root / 'kospi_gru_returns.optuna.db').resolve()}"
-    killed, done = _kill_after_first_trial(_command(csv, root, space), url)
-    subprocess.run(_command(csv, root, space), cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=600)
+    command = _command(csv, root, space, "--tune.workers", "2")  # the parent and both workers are killed
+    killed, done = _kill_after_first_trial(command, url)
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=600)
     study = _study(url)
     finished = {t.number: t.params for t in _finished(study)}
     assert len(finished) == 4

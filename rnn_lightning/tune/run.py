@@ -23,7 +23,14 @@ import numpy as np
 import pandas as pd
 
 from rnn_lightning import runs
-from rnn_lightning.backtest import BacktestSettings, fold_results, folds_for, plan_folds, window_offset
+from rnn_lightning.backtest import (
+    BacktestSettings,
+    check_workers,
+    fold_results,
+    folds_for,
+    plan_folds,
+    window_offset,
+)
 from rnn_lightning.backtest import check_settings as check_backtest_settings
 from rnn_lightning.backtest.stats import diebold_mariano
 from rnn_lightning.errors import UserInputError
@@ -47,11 +54,21 @@ from rnn_lightning.tune.verdict import BootstrapSettings, detectable_ratio, spa_
 
 
 def prepare(
-    config: runs.RunConfig, datamodule: Any, backtest: BacktestSettings, settings: TuneSettings, run_dir: Path
+    config: runs.RunConfig,
+    datamodule: Any,
+    backtest: BacktestSettings,
+    settings: TuneSettings,
+    run_dir: Path,
+    trainer: Any = None,
 ) -> tuple[Search, str]:
     """Every check of a tune command, before its run folder exists; returns the search and its storage URL."""
     check_settings(settings)
     check_backtest_settings(backtest)
+    if settings.workers > 1 and trainer is not None:
+        try:  # forked processes of one CPU thread each, as the backtest's workers
+            check_workers(trainer)
+        except UserInputError as err:
+            raise UserInputError(str(err).replace("backtest.workers", "tune.workers")) from None
     space = SearchSpace.read(str(settings.space))
     space.check(config)
     task = getattr(datamodule, "task", "regression")
@@ -89,7 +106,7 @@ def run_tune(
         trainer: The command's Trainer: its logger names the run folder; no trial trains with it.
     """
     run_dir = Path(trainer.log_dir or ".")
-    search, url = prepare(config, datamodule, backtest, settings, run_dir)
+    search, url = prepare(config, datamodule, backtest, settings, run_dir, trainer)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = study_name(search)
     print(
