@@ -80,8 +80,8 @@ class BestCheckpoint(ModelCheckpoint):
             the data module holds out validation data (its ``has_validation``) and ``train_loss`` when
             it does not (``val_size: 0``, the tutorial's split).
         include_initial: Validate the model before its first training step and let that untrained model
-            compete for "best" (the run factory's ``fit``, :func:`rnn_lightning.runs.fit`, does this through
-            ``Trainer.validate`` for every run the project builds: the CLI, backtest folds, tune trials, the API). A model that
+            compete for "best". :func:`rnn_lightning.runs.fit` does this through ``Trainer.validate`` for every
+            run the project builds: the CLI's, backtest folds, tune trials and the Python API's. A model that
             starts as a baseline (``zero_init_head`` on a return target starts as the persistence
             forecast) then never ends worse than that baseline on validation data.
         **kwargs: Lightning's ``ModelCheckpoint`` arguments.
