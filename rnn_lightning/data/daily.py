@@ -15,6 +15,7 @@ its ``state_dict``: see :mod:`rnn_lightning.models.scaling`.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,25 @@ DEFAULT_FEATURES = ("Open", "High", "Low", "Volume")
 EXAMPLE_CSV = Path(__file__).resolve().parent / "examples" / "kospi_2019.csv"
 SCALER_FITS = ("train", "all")
 SPLITS = ("train", "val", "test")
+
+
+def read_shared(path: str | Path, columns: list[str]) -> pd.DataFrame:
+    """:func:`read_price_csv`, read once per process for the same file and columns (the frame is not changed).
+
+    A search or a backtest builds many data modules of one CSV; forked workers (``--tune.workers``,
+    ``--backtest.workers``) then share the frame their parent read. The key holds the file's size and
+    modification time, so a changed file is read again.
+    """
+    file = Path(path)
+    if not file.is_file():
+        return read_price_csv(path, columns)  # its one-line error
+    stat = file.stat()
+    return _read_cached(str(file.resolve()), stat.st_size, stat.st_mtime_ns, tuple(columns))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_cached(path: str, size: int, mtime_ns: int, columns: tuple[str, ...]) -> pd.DataFrame:
+    return read_price_csv(path, list(columns))
 
 
 class DailyPricesDataModule(InMemoryDataModule):
@@ -133,7 +153,7 @@ class DailyPricesDataModule(InMemoryDataModule):
         csv_columns = sorted(
             {self.target, *(c for f in self.features for c in DERIVED_FEATURES.get(f, ((f,), None))[0])}
         )
-        frame = read_price_csv(self.csv_path, csv_columns)
+        frame = read_shared(self.csv_path, csv_columns)
         H = self.horizon
         num_windows = len(frame) - self.sequence_length - (H - 1)
         if num_windows < 2:
