@@ -15,7 +15,6 @@ built from, so a run built from Python is the run the command line builds.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -182,9 +181,11 @@ class RunConfig:
     def dump(self) -> str:
         """The config as YAML that ``rnn-lightning fit --config`` accepts, None values included."""
         parser = run_parser()
-        # jsonargparse 4.49 renamed skip_none to skip_unset; a value set to null must stay (it is not the default).
-        keep = "skip_unset" if "skip_unset" in inspect.signature(parser.dump).parameters else "skip_none"
-        return parser.dump(self.namespace, **{keep: False})
+        # A value set to null must stay (it is not the default). jsonargparse 4.49 renamed skip_none.
+        try:
+            return parser.dump(self.namespace, skip_unset=False)
+        except TypeError:  # jsonargparse < 4.49
+            return parser.dump(self.namespace, skip_none=False)
 
 
 def _override_args(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
