@@ -191,3 +191,29 @@ def test_verdict_paragraph_without_prices() -> None:
     summary = {"completed": 3, "objective": "val_loss", "best_score": 0.25, "best_dm_pvalue": None}
     text = verdict_paragraph(summary | {"spa_pvalue": None, "stepm_superior": [], "detectable_ratio": None})
     assert text == "Best of 3 completed trials: val_loss 0.250 over the tuning folds."
+
+
+def test_trials_that_copy_the_naive_forecast_beat_nothing() -> None:
+    """A zero-initialised head that never moved forecasts the naive forecast exactly: it cannot beat it.
+
+    arch alone would give p = 0 for such copies (a bootstrap of zero differentials); here they are left out.
+    """
+    rng = np.random.default_rng(3)
+    naive = rng.chisquare(1, 120)
+    copies = pd.DataFrame({"trial_0": naive.copy(), "trial_1": naive.copy()})
+    settings = BootstrapSettings(reps=200)
+    assert spa_test(naive, copies, settings)["spa_pvalue"] == 1.0
+    assert stepm(naive, copies, settings) == []
+    # With one real trial beside the copies, the verdict is that trial's alone.
+    real = naive * rng.uniform(0.6, 1.6, 120)
+    both = copies.assign(trial_2=real)
+    alone = pd.DataFrame({"trial_2": real})
+    assert spa_test(naive, both, settings) == spa_test(naive, alone, settings)
+
+
+def test_stepm_when_every_trial_is_better() -> None:
+    """arch's StepM fails once its steps have found every trial better; the answer is then all of them."""
+    rng = np.random.default_rng(4)
+    naive = rng.chisquare(1, 200) + 0.5
+    losses = pd.DataFrame({"trial_0": naive * 0.3, "trial_1": naive * 0.6})
+    assert stepm(naive, losses, BootstrapSettings(reps=200)) == ["trial_0", "trial_1"]

@@ -48,3 +48,14 @@ def test_backtest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backtest += ["--trainer.default_root_dir", tmp_path / "runs", "--trainer.max_epochs", "1"]
     backtest += ["--plots.enabled", "false", "--backtest.folds", "2", "--backtest.test_size", "5"]
     assert own_deprecations(tmp_path, monkeypatch, backtest) == []
+
+
+def test_tune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    csv = write_price_csv(tmp_path / "prices.csv", rows=100)
+    space = tmp_path / "space.yaml"
+    space.write_text("model.hidden_size: {low: 2, high: 4}\n")
+    tune = ["tune", "--config", CONFIGS / "kospi_gru_returns.yaml", "--data.csv_path", csv, "--data.split", "30"]
+    tune += ["--trainer.default_root_dir", tmp_path / "runs", "--trainer.max_epochs", "1", "--tune.space", space]
+    tune += ["--tune.trials", "2", "--tune.holdout", "5", "--tune.reps", "100"]
+    tune += ["--backtest.folds", "2", "--backtest.test_size", "5"]
+    assert own_deprecations(tmp_path, monkeypatch, tune) == []

@@ -163,6 +163,8 @@ def _price_verdict(search: Search, study: Any, best: Any) -> dict[str, Any]:
         reps=search.settings.reps, block_size=search.settings.block_size, seed=search.settings.seed
     )
     result: dict[str, Any] = {"tuning_days": len(losses), "bootstrap": boot.as_dict(len(losses))}
+    same = [int(c.removeprefix("trial_")) for c in models.columns if (models[c].to_numpy() == naive).all()]
+    result["identical_to_naive"] = same  # left out of SPA and StepM: they cannot beat what they copy
     result.update(spa_test(naive, models, boot))
     result["stepm_superior"] = [int(c.removeprefix("trial_")) for c in stepm(naive, models, boot)]
     errors = np.asarray(best.user_attrs["naive_error"], np.float64)

@@ -142,6 +142,13 @@ def spa_test(naive: np.ndarray, losses: pd.DataFrame, settings: BootstrapSetting
         ``spa_pvalue`` (consistent), ``spa_pvalue_lower`` and ``spa_pvalue_upper``.
     """
     benchmark, models = _check_losses(naive, losses)
+    # Trials that forecast exactly what the naive forecast did carry a differential of 0 every day: they
+    # cannot beat it, and with no variance at all they make the bootstrap degenerate (arch then returns
+    # p = 0 when every trial is such a copy). They are left out; when nothing is left, p = 1.
+    same = (models.to_numpy() == benchmark[:, None]).all(axis=0)
+    models = models.loc[:, ~same]
+    if models.shape[1] == 0:
+        return {"spa_pvalue": 1.0, "spa_pvalue_lower": 1.0, "spa_pvalue_upper": 1.0}
     spa = SPA(
         benchmark,
         models,
@@ -176,6 +183,12 @@ def stepm(naive: np.ndarray, losses: pd.DataFrame, settings: BootstrapSettings) 
         The better trials' names (as ``str``), in the order of ``losses``' columns; empty if none.
     """
     benchmark, models = _check_losses(naive, losses)
+    # A trial that forecast exactly what the naive forecast did (a zero-initialised head that never moved)
+    # has a differential of 0 every day: it cannot be better, and its zero variance breaks StepM's steps.
+    same = (models.to_numpy() == benchmark[:, None]).all(axis=0)
+    models = models.loc[:, ~same]
+    if models.shape[1] == 0:
+        return []
     test = StepM(
         benchmark,
         models,
@@ -185,7 +198,13 @@ def stepm(naive: np.ndarray, losses: pd.DataFrame, settings: BootstrapSettings) 
         bootstrap=settings.bootstrap,  # type: ignore[arg-type]  # checked against BOOTSTRAPS
         seed=settings.seed,
     )
-    test.compute()
+    try:
+        test.compute()
+    except ValueError:
+        # arch 8.0's StepM loops while the *last* step found fewer than all trials, so when the steps
+        # together have found every trial better, it re-runs the SPA on an empty subset and fails there
+        # (np.max of nothing). The subset is empty only then: every trial was found better.
+        return [str(name) for name in models.columns]
     better = set(test.superior_models)
     return [str(name) for name in models.columns if name in better]
 
