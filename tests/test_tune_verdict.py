@@ -190,7 +190,7 @@ def test_verdict_paragraph_with_winners_and_no_holdout() -> None:
 def test_verdict_paragraph_without_prices() -> None:
     summary = {"completed": 3, "objective": "val_loss", "best_score": 0.25, "best_dm_pvalue": None}
     text = verdict_paragraph(summary | {"spa_pvalue": None, "stepm_superior": [], "detectable_ratio": None})
-    assert text == "Best of 3 completed trials: val_loss 0.250 over the tuning folds."
+    assert text == "Best of 3 completed trials: val_loss 0.250 on the validation split."
 
 
 def test_trials_that_copy_the_naive_forecast_beat_nothing() -> None:

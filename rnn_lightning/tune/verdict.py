@@ -377,6 +377,7 @@ def verdict_paragraph(summary: dict[str, Any]) -> str:
     * ``level`` (float, optional, default 0.05): the SPA p-value below which the verdict is "beats".
     * ``holdout_days``, ``holdout_rmse_ratio``, ``holdout_dm_pvalue``: the chosen configuration on the
       held-out days; 0 or None: no days were held out (said so); ``holdout_days`` absent: no sentence.
+    * ``test_metrics`` (dict, optional): the best trial tested once on the test split (images).
     * ``tuning_days`` (int) and ``detectable_ratio`` (float): :func:`detectable_ratio` on the days the trials
       were scored on; NaN or None: nothing on the grid was detectable; ``tuning_days`` absent: no sentence.
     """
@@ -390,10 +391,15 @@ def verdict_paragraph(summary: dict[str, Any]) -> str:
     objective = summary.get("objective") or "rmse_ratio"
     what = "RMSE ratio" if objective == "rmse_ratio" else objective
     own = summary.get("best_dm_pvalue")
+    where = "over the tuning folds" if objective == "rmse_ratio" else "on the validation split"
     sentences = [
-        f"Best of {_count(completed, 'completed trial')}{aside}: {what} {summary['best_score']:.3f} over the "
-        f"tuning folds" + (f" (DM {_p(own)} on its own)." if own is not None else ".")
+        f"Best of {_count(completed, 'completed trial')}{aside}: {what} {summary['best_score']:.3f} {where}"
+        + (f" (DM {_p(own)} on its own)." if own is not None else ".")
     ]
+    tested = summary.get("test_metrics")
+    if tested:
+        shown = ", ".join(f"{k} {float(v):.4f}" for k, v in sorted(tested.items()))
+        sentences.append(f"Tested once on the untouched test split: {shown}.")
     if summary.get("spa_pvalue") is not None:
         spa, level = float(summary["spa_pvalue"]), float(summary.get("level", 0.05))
         if spa < level:
