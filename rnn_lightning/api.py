@@ -27,8 +27,10 @@ from rnn_lightning.errors import UserInputError
 from rnn_lightning.export import ExportSettings, run_export
 from rnn_lightning.reports import REPORTS
 from rnn_lightning.runs import Run, RunConfig, load_config
+from rnn_lightning.tune.run import run_tune
+from rnn_lightning.tune.search import TuneSettings
 
-__all__ = ["Run", "RunConfig", "backtest", "export", "fit", "load_config", "predict", "test", "validate"]
+__all__ = ["Run", "RunConfig", "backtest", "export", "fit", "load_config", "predict", "test", "tune", "validate"]
 
 
 def _checked(
@@ -80,6 +82,24 @@ def backtest(config: RunConfig, **settings: Any) -> dict[str, Any]:
         raise UserInputError(f"unknown backtest setting(s) {unknown}; choose from {sorted(known)}")
     run, _, _ = _checked(config, "backtest")
     return run_backtest(run.config, run.datamodule, BacktestSettings(**settings), run.trainer)
+
+
+def tune(config: RunConfig, backtest: dict[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
+    """A search with its verdict (``rnn-lightning tune``); ``settings`` are ``--tune.*``, ``backtest`` ``--backtest.*``.
+
+    Returns:
+        ``summary.json``'s contents (the verdict among them) and ``run_dir``, the run folder with
+        ``trials.csv``, ``losses.csv``, ``best_config.yaml`` ...
+    """
+    for given, kind in ((settings, TuneSettings), (backtest or {}, BacktestSettings)):
+        known = {f.name for f in fields(kind)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise UserInputError(f"unknown {kind.__name__} {unknown}; choose from {sorted(known)}")
+    run, _, _ = _checked(config, "tune")
+    return run_tune(
+        run.config, run.datamodule, BacktestSettings(**(backtest or {})), TuneSettings(**settings), run.trainer
+    )
 
 
 def export(config: RunConfig, ckpt_path: str | os.PathLike, path: str | os.PathLike, format: str = "onnx") -> Path:

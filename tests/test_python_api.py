@@ -28,7 +28,7 @@ def python_blocks(text: str) -> list[str]:
 
 def test_every_python_block_of_the_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = python_blocks(PAGE.read_text())
-    assert len(blocks) >= 6
+    assert len(blocks) >= 7
     shutil.copytree(CONFIGS, tmp_path / "configs")  # the page runs from the repository root
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
@@ -45,6 +45,9 @@ def test_every_python_block_of_the_page_runs(tmp_path: Path, monkeypatch: pytest
     summary = namespace["summary"]
     assert Path(summary["run_dir"], "backtest.csv").is_file()  # type: ignore[index]
     assert (tmp_path / "kospi_gru.pt").is_file()
+    result = namespace["result"]
+    assert Path(result["run_dir"], "trials.csv").is_file()  # type: ignore[index]
+    assert result["completed"] + result["pruned"] == 3  # type: ignore[index]
     assert isinstance(namespace["sgd_run"].trainer.optimizers[0], torch.optim.SGD)  # type: ignore[attr-defined]
 
 
