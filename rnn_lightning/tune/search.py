@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -77,7 +78,8 @@ class TuneSettings:
             (``postgresql://user:password@host/db``); None keeps the study in a SQLite file under
             ``trainer.default_root_dir`` named after it.
         study: The study's name (None: the config file's name).
-        seed: Seed of the sampler (worker ``w`` uses ``seed + w``) and of the verdict's bootstraps.
+        seed: Seed of the sampler (see :func:`make_sampler`: distinct per worker and per resumed run) and of
+            the verdict's bootstraps.
         sampler: ``tpe`` (Optuna's default) or ``random``.
         pruner: ``median`` stops a trial whose score after a fold is worse than the median of the
             finished trials at that fold (after 5 finished trials and from the second fold on);
@@ -367,11 +369,17 @@ def study_name(search: Search) -> str:
     return re.sub(r"[^\w.-]", "_", first)
 
 
-def make_sampler(settings: TuneSettings, worker: int) -> Any:
-    """The sampler of worker ``worker``: seeded ``seed + worker``, so that workers draw different values."""
+def make_sampler(settings: TuneSettings, worker: int, existing: int = 0) -> Any:
+    """The sampler of one process: seeded so that no two processes, and no resumed run, draw the same values.
+
+    ``seed + worker + 1000 * existing`` (``existing``: trials the study held when the process started), so
+    a fresh study on one machine draws the same configurations every time, and a resumed one does not
+    repeat the draws of the run it continues. On a shared database (``--tune.storage``) the processes of
+    many machines start at once with the same counts, so the process id is added there.
+    """
     import optuna
 
-    seed = settings.seed + worker
+    seed = settings.seed + worker + 1000 * existing + (os.getpid() if settings.storage else 0)
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
@@ -409,7 +417,7 @@ def work(search: Search, url: str, worker: int, announce: Any = None) -> None:
     from rnn_lightning.tune import quota
 
     study = open_study(search, url, create=False)
-    study.sampler = make_sampler(search.settings, worker)
+    study.sampler = make_sampler(search.settings, worker, len(study.get_trials(deepcopy=False)))
     study.pruner = make_pruner(search.settings)
     while True:
         with optuna_quiet():
