@@ -51,19 +51,21 @@ def test_every_python_block_of_the_page_runs(tmp_path: Path, monkeypatch: pytest
     assert isinstance(namespace["sgd_run"].trainer.optimizers[0], torch.optim.SGD)  # type: ignore[attr-defined]
 
 
+def tiny_config(tmp_path: Path, config: Path, **overrides: object) -> api.RunConfig:
+    """``config`` on a 90-day synthetic CSV (50 training windows, 10 validating), run folders in ``tmp_path``."""
+    csv = write_price_csv(tmp_path / "prices.csv", rows=90)
+    base = {
+        "data.init_args.csv_path": str(csv),
+        "data.init_args.split": 50,
+        "data.init_args.val_size": 10,
+        "trainer.default_root_dir": str(tmp_path),
+    }
+    return api.load_config(config, overrides=base | overrides)
+
+
 def test_test_metrics_agree_with_the_predictions(tmp_path: Path) -> None:
     """api.test's RMSE and api.predict's rows of the test split: two paths, one number."""
-    csv = write_price_csv(tmp_path / "prices.csv", rows=90)
-    config = api.load_config(
-        CONFIGS / "kospi_gru.yaml",
-        overrides={
-            "data.init_args.csv_path": str(csv),
-            "data.init_args.split": 50,
-            "data.init_args.val_size": 10,
-            "trainer.max_epochs": 3,
-            "trainer.default_root_dir": str(tmp_path),
-        },
-    )
+    config = tiny_config(tmp_path, CONFIGS / "kospi_gru.yaml", **{"trainer.max_epochs": 3})
     run = api.fit(config)
     metrics = api.test(config, run.best_checkpoint)
     rows = api.predict(config, run.best_checkpoint)
@@ -81,16 +83,12 @@ def test_include_initial_without_the_cli(tmp_path: Path) -> None:
     With a learning rate of 1e-12 training cannot improve on the initial model (zero head: the persistence
     forecast of a diff target), so the initial checkpoint must stay the best.
     """
-    csv = write_price_csv(tmp_path / "prices.csv", rows=90)
-    config = api.load_config(
+    config = tiny_config(
+        tmp_path,
         CONFIGS / "kospi_gru_returns.yaml",
-        overrides={
-            "data.init_args.csv_path": str(csv),
-            "data.init_args.split": 50,
-            "data.init_args.val_size": 10,
+        **{
             "trainer.max_epochs": 2,
             "trainer.check_val_every_n_epoch": 1,
-            "trainer.default_root_dir": str(tmp_path),
             "checkpoint.include_initial": True,
             "model.lr": 1e-12,
         },
@@ -105,17 +103,10 @@ def test_include_initial_without_the_cli(tmp_path: Path) -> None:
 
 def test_a_backtest_trains_every_fold_with_the_given_optimizer(tmp_path: Path) -> None:
     """``--optimizer`` reaches every fold: SGD with lr 0 leaves the zero head at exactly the naive forecast."""
-    csv = write_price_csv(tmp_path / "prices.csv", rows=90)
-    config = api.load_config(
+    config = tiny_config(
+        tmp_path,
         CONFIGS / "kospi_gru_returns.yaml",
-        overrides={
-            "data.init_args.csv_path": str(csv),
-            "data.init_args.split": 50,
-            "data.init_args.val_size": 10,
-            "trainer.max_epochs": 2,
-            "trainer.default_root_dir": str(tmp_path),
-            "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.0}},
-        },
+        **{"trainer.max_epochs": 2, "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.0}}},
     )
     summary = api.backtest(config, folds=2, test_size=5, bootstrap=0, workers=1)
     assert summary["rmse"] == pytest.approx(summary["naive_rmse"], rel=1e-9)

@@ -40,6 +40,7 @@ from lightning.pytorch.callbacks import Callback
 
 from rnn_lightning import runs
 from rnn_lightning.backtest import BacktestSettings, fold_results, folds_for, leading_view
+from rnn_lightning.backtest.run import UNSIGNED_KEYS as BACKTEST_UNSIGNED_KEYS
 from rnn_lightning.backtest.stats import diebold_mariano
 from rnn_lightning.checkpointing import BestCheckpoint
 from rnn_lightning.errors import UserInputError, check_choice, check_positive
@@ -48,18 +49,9 @@ from rnn_lightning.tune.space import SearchSpace
 FINISHED = ("COMPLETE", "PRUNED")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "none")
-# Config keys that do not change a trial's result, left out of the study's signature.
-UNSIGNED_KEYS = (
-    "config",
-    "trainer.default_root_dir",
-    "trainer.logger",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "plots",
-    "predictions",
-    "data.init_args.csv_path",
-    "data.init_args.data_dir",
-)
+# Config keys that do not change a trial's result, left out of the study's signature: the backtest's, and
+# where image files are (their content is in the data digest).
+UNSIGNED_KEYS = (*BACKTEST_UNSIGNED_KEYS, "data.init_args.data_dir")
 
 
 @dataclass
