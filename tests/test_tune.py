@@ -140,7 +140,14 @@ def test_tune_writes_every_output(searched: tuple[Path, Path, Path], tmp_path: P
     assert summary["holdout_rmse_ratio"] == pytest.approx(ratio, rel=1e-8)
     for name in ("optimization_history.png", "best_cumulative_se.png", "best_config.yaml"):
         assert (run_dir / name).is_file(), name
-    assert list((run_dir / "hparams").rglob("events.out.tfevents.*"))
+    # TensorBoard's HParams dashboard: a run per finished trial with its parameters and score.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = trials.iloc[0]
+    events = EventAccumulator(str(run_dir / "hparams" / f"trial_{int(first['number']):04d}"))
+    events.Reload()
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert events.Scalars("tune/score")[0].value == pytest.approx(first["score"], rel=1e-6)
     # The best configuration as a config that fit accepts as it is.
     best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
     assert best["model"]["backbone"] == summary["best_params"]["model.backbone"]
