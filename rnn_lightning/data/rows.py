@@ -43,7 +43,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     opener: Callable = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            data = handle.read()
+            # A bytearray, not bytes: the array over it is writable, as torch.from_numpy wants (no warning).
+            data = bytearray(handle.read())
     except (OSError, EOFError) as err:
         raise UserInputError(f"{path}: cannot read the IDX file ({err})") from None
     if len(data) < 4:
