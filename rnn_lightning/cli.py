@@ -25,7 +25,7 @@ from rnn_lightning.tune.search import TuneSettings
 
 DEBUG_ENV = "RNN_LIGHTNING_DEBUG"
 DESCRIPTION = (
-    "rnn-lightning: train, evaluate, backtest and export recurrent networks (RNN, LSTM, GRU, Bi-LSTM) "
+    "rnn-lightning: train, evaluate, backtest, tune and export recurrent networks (RNN, LSTM, GRU, Bi-LSTM) "
     "on daily prices and row-sequence images"
 )
 
