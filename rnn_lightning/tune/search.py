@@ -290,13 +290,20 @@ def default_storage(config: runs.RunConfig, study: str) -> str:
 
 @contextlib.contextmanager
 def optuna_quiet() -> Iterator[None]:
-    """Optuna's "experimental feature" notes on heartbeats, around the calls that use them; nothing to act on."""
+    """Optuna's "experimental feature" notes on heartbeats and its per-trial INFO lines (ours say more).
+
+    Around the calls that make them only: the warning filters and Optuna's verbosity are restored after.
+    """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # Optuna's own per-trial INFO lines: ours say more
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _retry_callback() -> dict[str, Any]:
@@ -336,7 +343,8 @@ def open_study(search: Search, url: str, create: bool) -> Any:
     storage = open_storage(url, search.settings.heartbeat)
     name = study_name(search)
     if create:
-        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
+        with optuna_quiet():  # no "A new study created" line: ours names the study and its storage
+            study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
         signature = study.user_attrs.get("signature")
         if signature is None:
             study.set_user_attr("signature", search.signature)
@@ -348,7 +356,8 @@ def open_study(search: Search, url: str, create: bool) -> Any:
                 "name a new one with --tune.study NAME, or run the command it was started with"
             )
     else:
-        study = optuna.load_study(study_name=name, storage=storage)
+        with optuna_quiet():
+            study = optuna.load_study(study_name=name, storage=storage)
     return study
 
 
