@@ -4,8 +4,8 @@ Optuna's ``MaxTrialsCallback`` stops a process once the count is reached, but tw
 ``trials - 1`` finished trials start one more each. Here a trial claims its slot first thing: it counts the
 finished trials and the running trials numbered before it (trial numbers are unique per study, handed out
 by the storage); when those fill the quota it marks itself ``surplus`` and ends as failed without running,
-so the later of two racing trials yields. A running trial that dies is failed by its stale heartbeat and
-retried, and the retry takes the freed slot.
+so the later of two racing trials yields. A running trial that dies is failed by its stale heartbeat, and
+a new trial takes the freed slot.
 """
 
 from __future__ import annotations
