@@ -345,7 +345,13 @@ def _kill_after_first_trial(command: list[str], url: str, timeout: float = 240.0
             if done and running:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                return running[0].number, {t.number: t.params for t in done}
+                # What the storage holds now that every process is dead: a trial may have finished between
+                # the look above and the kill, so the killed ones are those still RUNNING.
+                after = _study(url).get_trials()
+                killed = [t.number for t in after if t.state.name == "RUNNING"]
+                if not killed:
+                    raise AssertionError("the kill came between two trials; nothing was running")
+                return killed[0], {t.number: t.params for t in after if t.state.name == "COMPLETE"}
         raise AssertionError("no trial finished in time")
     finally:
         if process.poll() is None:
