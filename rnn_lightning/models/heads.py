@@ -217,6 +217,14 @@ class Head(nn.Module):
     def predict(self, out: Tensor, batch: Any, scaling: Any) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def combine(self, out: Tensor) -> Tensor:
+        """An ensemble's members' raw outputs (M, B, K) -> the ensemble's forecast as raw outputs (B, K).
+
+        The result is in this head's own output parametrisation, so every metric, prediction row and
+        export of a solo model applies to the ensemble unchanged (:mod:`rnn_lightning.models.ensemble`).
+        """
+        raise NotImplementedError
+
 
 class PointHead(Head):
     """One number per day ahead: MSE on scaled targets, RMSE/MAE/MAPE and the naive baseline in prices.
@@ -299,6 +307,10 @@ class PointHead(Head):
 
     def predict(self, out: Tensor, batch: Any, scaling: Any) -> dict[str, Tensor]:
         return {**self.forecast(out, batch.ref, scaling), "actual": batch.close, "naive": batch.ref}
+
+    def combine(self, out: Tensor) -> Tensor:
+        """The members' mean point forecast in scaled target units (linear in the output)."""
+        return out.mean(dim=0)
 
 
 class DistributionHead(PointHead):
@@ -480,6 +492,20 @@ class QuantileHead(DistributionHead):
         quantiles = self.scaled_quantiles(out)  # (B, H, Q)
         return pinball(quantiles, target, self.quantile_levels.to(quantiles.dtype)).mean()
 
+    def combine(self, out: Tensor) -> Tensor:
+        """The members' quantiles averaged level by level (Vincentization), as raw outputs (B, H*Q).
+
+        Averages of increasing quantiles still increase, so the inverse of :meth:`scaled_quantiles`
+        exists: the centre quantile, and each gap through the inverse softplus (in float64).
+        """
+        M, B = out.shape[:2]
+        quantiles = self.scaled_quantiles(out.reshape(M * B, -1).double()).reshape(M, B, self.horizon, -1).mean(0)
+        gaps = (quantiles.diff(dim=-1) - MIN_SCALE).clamp(min=1e-12)  # (B, H, Q-1)
+        raw_gaps = gaps + torch.log(-torch.expm1(-gaps)) - self.gap_bias.to(gaps.dtype)
+        c = self.centre
+        raw = torch.cat([raw_gaps[..., :c], quantiles[..., c : c + 1], raw_gaps[..., c:]], dim=-1)  # (B, H, Q)
+        return raw.reshape(B, -1).to(out.dtype)
+
 
 class GaussianHead(DistributionHead):
     """A Gaussian per day ahead on the target transform's values (a log-normal price for ``log_return``).
@@ -530,6 +556,21 @@ class GaussianHead(DistributionHead):
         mean, scale = self.scaled_params(out)
         return (torch.log(scale) + 0.5 * ((target - mean) / scale) ** 2).mean() + 0.5 * math.log(2 * math.pi)
 
+    def combine(self, out: Tensor) -> Tensor:
+        """The Gaussian with the members' mixture's mean and variance, as raw outputs (B, H*2).
+
+        Mean: the members' mean; variance: the mean of their variances plus the variance of their means
+        (Lakshminarayanan et al. 2017), in scaled target units, back through the inverse softplus.
+        """
+        M, B = out.shape[:2]
+        mean, scale = self.scaled_params(out.reshape(M * B, -1).double())
+        mean, scale = mean.reshape(M, B, self.horizon), scale.reshape(M, B, self.horizon)
+        centre = mean.mean(0)
+        spread = ((scale**2).mean(0) + ((mean - centre) ** 2).mean(0)).sqrt()  # (B, H)
+        y = (spread - MIN_SCALE).clamp(min=1e-12)
+        raw_scale = y + torch.log(-torch.expm1(-y)) - _softplus_inverse(1.0)
+        return torch.stack([centre, raw_scale], dim=-1).reshape(B, -1).to(out.dtype)
+
     def update(self, stage: str, out: Tensor, loss: Tensor, batch: Any, scaling: Any) -> None:
         super().update(stage, out, loss, batch, scaling)
         if stage != "test":
@@ -573,6 +614,10 @@ class ClassificationHead(Head):
 
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
         return {**super().epoch_metrics(stage), f"{stage}_acc": self.acc[f"{stage}_acc"]}
+
+    def combine(self, out: Tensor) -> Tensor:
+        """The log of the members' mean class probabilities: logits whose softmax is that mean."""
+        return out.log_softmax(dim=-1).logsumexp(dim=0) - math.log(out.shape[0])
 
     def predict(self, out: Tensor, batch: Any, scaling: Any) -> dict[str, Tensor]:
         probabilities = out.softmax(dim=1)

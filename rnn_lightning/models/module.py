@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from rnn_lightning import speedups
 from rnn_lightning.errors import UserInputError, check_choice, check_positive
 from rnn_lightning.models.backbones import BACKBONES, RecurrentBackbone
+from rnn_lightning.models.ensemble import EnsembleHead
 from rnn_lightning.models.heads import (
     DEFAULT_QUANTILES,
     HEADS,
@@ -30,6 +31,7 @@ from rnn_lightning.models.heads import (
     check_quantiles,
     default_head,
 )
+from rnn_lightning.models.members import MemberBackbone, MemberLinear, clip_member_norms
 from rnn_lightning.models.scaling import PixelScaling, PriceScaling
 
 READOUTS = ("flatten", "last")
@@ -68,7 +70,12 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         bidirectional: Read sequences both ways (``bilstm`` implies it).
         parallel_directions: On the CPU, run the two directions of each bidirectional layer at once on
             two threads (best with ``num_threads: 1`` and two free cores); same weights and outputs. A
-            speed-up (:mod:`rnn_lightning.speedups`), off unless asked for.
+            speed-up (:mod:`rnn_lightning.speedups`), off unless asked for. Unused with ``members`` > 1
+            (the members' recurrence computes both directions in the same kernels already).
+        members: Train an ensemble of this many independent networks (backbone, readout and output layer
+            each) in one pass: one optimizer step updates all, on the sum of their losses, and gradient
+            clipping by norm applies to each member apart. 1 is a solo model. Metrics, predictions and
+            exports are the ensemble's (:mod:`rnn_lightning.models.ensemble`; docs/ensembles.md).
         readout: ``flatten`` feeds every time step's output to the head (the tutorial's
             ``Linear(T*H, out)``); ``last`` feeds only the final step.
         output_activation: ``none``, or ``sigmoid`` after the head (the tutorial's RNN).
@@ -94,9 +101,9 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
 
     # The submodules' types, for the type checker (nn.Module.__getattr__ would say Tensor | Module).
     scaling: PriceScaling | PixelScaling
-    backbone: RecurrentBackbone
-    head: Head
-    fc: nn.Linear
+    backbone: RecurrentBackbone  # a MemberBackbone (its subclass) for an ensemble
+    head: Head  # an EnsembleHead around the configured head for an ensemble
+    fc: nn.Linear | MemberLinear
     fast_hook_name: bool  # the fast_hook_name argument (speedups.FastHookName reads it)
 
     def __init__(
@@ -107,6 +114,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         dropout: float = 0.0,
         bidirectional: bool = False,
         parallel_directions: bool = False,
+        members: int = 1,
         readout: Literal["flatten", "last"] = "flatten",
         output_activation: Literal["none", "sigmoid", "tanh"] = "none",
         zero_init_head: bool = False,
@@ -132,6 +140,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             ("input_size", input_size),
             ("sequence_length", sequence_length),
             ("num_outputs", num_outputs),
+            ("members", members),
         ):
             check_positive(name, value)
         if not 0.0 <= dropout < 1.0:
@@ -148,28 +157,43 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         head = resolve_head(head, task)
         head_class = HEADS[head][1]
         self.scaling = build_scaling(task, input_size, scaling_spec)
-        self.backbone = RecurrentBackbone(
-            backbone, input_size, hidden_size, num_layers, dropout, bidirectional, parallel_directions
-        )
-        self.head: Head = (
+        head_module: Head = (
             head_class(num_outputs, quantiles)  # a DistributionHead's signature
             if issubclass(head_class, DistributionHead)
             else head_class(num_outputs)  # type: ignore[call-arg]  # PointHead(horizon), ClassificationHead(classes)
         )
-        width = self.backbone.output_size * (sequence_length if readout == "flatten" else 1)
-        self.fc = nn.Linear(width, self.head.output_size(num_outputs))
-        if zero_init_head:
-            nn.init.zeros_(self.fc.weight)
-            nn.init.zeros_(self.fc.bias)
+        # Each member is built as a solo model is, one after the other from the seeded generator: member 0
+        # starts from the weights a solo model of the same seed starts from.
+        backbones, layers = [], []
+        for _ in range(members):
+            backbones.append(
+                RecurrentBackbone(
+                    backbone, input_size, hidden_size, num_layers, dropout, bidirectional, parallel_directions
+                )
+            )
+            width = backbones[-1].output_size * (sequence_length if readout == "flatten" else 1)
+            layers.append(nn.Linear(width, head_module.output_size(num_outputs)))
+            if zero_init_head:
+                nn.init.zeros_(layers[-1].weight)
+                nn.init.zeros_(layers[-1].bias)
+        if members == 1:
+            self.backbone, self.fc, self.head = backbones[0], layers[0], head_module
+        else:
+            self.backbone = MemberBackbone(backbones)
+            self.fc = MemberLinear(layers)
+            self.head = EnsembleHead(head_module, members, quantiles)
         self.activation = OUTPUT_ACTIVATIONS[output_activation]()
 
     def forward(self, x: Tensor) -> Tensor:
-        """Scaled inputs ``x`` (B, T, F) -> raw outputs (B, K): scaled regression values or class logits."""
-        out = self.backbone(x)  # (B, T, H*dirs)
+        """Scaled inputs ``x`` (B, T, F) -> raw outputs (B, K): scaled regression values or class logits.
+
+        An ensemble's are its members' (M, B, K); :meth:`forecast` combines them.
+        """
+        out = self.backbone(x)  # (B, T, H*dirs), or (M, B, T, H*dirs)
         if self.hparams.readout == "flatten":
-            out = out.reshape(out.shape[0], -1)  # (B, T*H*dirs)
+            out = out.flatten(-2)  # (..., B, T*H*dirs)
         else:
-            out = out[:, -1]  # (B, H*dirs)
+            out = out[..., -1, :]  # (..., B, H*dirs)
         return self.activation(self.fc(out))
 
     def inputs(self, batch: Any) -> Tensor:
@@ -194,9 +218,10 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             self.scaling.set_fitted(**fitted())
         # The naive distribution of the quantile and Gaussian heads: fitted on the training windows' moves.
         moves = getattr(datamodule, "training_moves", None)
-        if isinstance(self.head, DistributionHead) and callable(moves):
+        fit_naive = getattr(self.head, "fit_naive", None)  # heads with a naive distribution
+        if fit_naive is not None and callable(moves):
             if stage == "fit" or not bool(self.head.naive_fitted):
-                self.head.fit_naive(moves())
+                fit_naive(moves())
 
     def _step(self, stage: str, batch: Any) -> Tensor:
         out = self.outputs(batch)
@@ -260,6 +285,16 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     optimizer_init: dict[str, Any] | None = None
     lr_scheduler_init: dict[str, Any] | None = None
 
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip by norm each member apart (``Trainer(gradient_clip_val=...)``), as its solo model would be."""
+        members = self.hparams.members
+        if members > 1 and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            clip_member_norms(self.parameters(), members, float(gradient_clip_val))
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_init is not None:
             from lightning.pytorch.cli import LightningCLI, instantiate_class
@@ -289,6 +324,8 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         if "task" in saved:  # compare heads by what "auto" stood for
             saved["head"] = resolve_head(saved.get("head", "auto"), saved["task"])
             mine["head"] = resolve_head(mine["head"], mine["task"])
+        if "backbone" in saved:  # checkpoints from before ensembles hold one member
+            saved.setdefault("members", 1)
         if "quantiles" in saved:  # compare levels as lists of floats (a tuple default, a YAML list)
             saved["quantiles"] = [float(q) for q in saved["quantiles"]]
         keys: tuple[str, ...] = (
@@ -299,6 +336,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             "num_outputs",
             "hidden_size",
             "num_layers",
+            "members",
             "readout",
             "bidirectional",
             "head",
