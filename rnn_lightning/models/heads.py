@@ -258,7 +258,7 @@ class PointHead(Head):
 
     def loss(self, out: Tensor, batch: Any, scaling: Any) -> Tensor:
         target = scaling.scale_targets(batch.close, batch.ref)  # (B,) or (B, H)
-        return F.mse_loss(out.reshape(target.shape), target)
+        return F.mse_loss(out.reshape(target.shape), target.to(out.dtype))
 
     def update(self, stage: str, out: Tensor, loss: Tensor, batch: Any, scaling: Any) -> None:
         super().update(stage, out, loss, batch, scaling)
@@ -488,7 +488,7 @@ class QuantileHead(DistributionHead):
         return centre + position - position[..., self.centre : self.centre + 1]
 
     def loss(self, out: Tensor, batch: Any, scaling: Any) -> Tensor:
-        target = _by_day(scaling.scale_targets(batch.close, batch.ref), self.horizon)  # (B, H)
+        target = _by_day(scaling.scale_targets(batch.close, batch.ref), self.horizon).to(out.dtype)  # (B, H)
         quantiles = self.scaled_quantiles(out)  # (B, H, Q)
         return pinball(quantiles, target, self.quantile_levels.to(quantiles.dtype)).mean()
 
@@ -552,7 +552,7 @@ class GaussianHead(DistributionHead):
         return self.scaled_params(out)[0]  # the mean, which is the median
 
     def loss(self, out: Tensor, batch: Any, scaling: Any) -> Tensor:
-        target = _by_day(scaling.scale_targets(batch.close, batch.ref), self.horizon)  # (B, H)
+        target = _by_day(scaling.scale_targets(batch.close, batch.ref), self.horizon).to(out.dtype)  # (B, H)
         mean, scale = self.scaled_params(out)
         return (torch.log(scale) + 0.5 * ((target - mean) / scale) ** 2).mean() + 0.5 * math.log(2 * math.pi)
 

@@ -197,8 +197,8 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         return self.activation(self.fc(out))
 
     def inputs(self, batch: Any) -> Tensor:
-        """A raw batch's inputs, scaled as the network expects them (B, T, F) float32."""
-        return self.scaling.inputs(batch)
+        """A raw batch's inputs, scaled as the network expects them (B, T, F), in the weights' dtype."""
+        return self.scaling.inputs(batch).to(self.dtype)
 
     def outputs(self, batch: Any) -> Tensor:
         """The network's raw outputs for a raw batch (B, K)."""
