@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -325,7 +326,7 @@ def describe(
         identity = dict(datamodule.state_dict().get("identity", {}))
     hparams = {
         k: model.hparams[k]
-        for k in ("backbone", "hidden_size", "num_layers", "bidirectional", "readout", "head", "task")
+        for k in ("backbone", "hidden_size", "num_layers", "bidirectional", "members", "readout", "head", "task")
         if k in model.hparams
     }
     return {
@@ -465,8 +466,15 @@ def temporary_path(path: Path) -> Path:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """The exporters' progress lines and deprecation/tracer warnings, hidden (the check tells the truth)."""
+    """The exporters' progress lines and deprecation/tracer warnings, hidden (the check tells the truth).
+
+    That includes onnxscript's optimizer's logged notes ("Skipping constant folding for op Split ..."),
+    its logger raised to ERROR for the export only.
+    """
     sink = io.StringIO()
+    optimizer_log = logging.getLogger("onnxscript")
+    level = optimizer_log.level
+    optimizer_log.setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
         warnings.simplefilter("ignore")
         try:
@@ -474,3 +482,5 @@ def quiet() -> Iterator[None]:
         except Exception:
             sys.stderr.write(sink.getvalue())
             raise
+        finally:
+            optimizer_log.setLevel(level)
