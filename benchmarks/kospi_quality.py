@@ -37,6 +37,8 @@ from rnn_lightning.cli import main
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "../shared/data/kospi/kospi_2019.csv"
 TEST_SCALARS = ("test_rmse", "test_naive_rmse", "test_direction_acc", "test_mae")
+# Logged by ensembles (--set model.members=N) and the distribution heads only: extra columns when present.
+OPTIONAL_SCALARS = ("test_coverage", "test_width", "test_naive_coverage", "test_member_rmse_mean", "test_member_rmse_sd")
 
 
 @dataclass
@@ -50,6 +52,7 @@ class RunResult:
     test_direction_acc: float
     test_mae: float
     seconds: float
+    optional: dict[str, float]
 
     @property
     def ratio(self) -> float:
@@ -91,6 +94,7 @@ def run_one(config: Path, seed: int, data: str, root: Path, overrides: list[str]
         best_checkpoint=best[0].name,
         best_epoch=epoch,
         seconds=time.perf_counter() - start,
+        optional={name: float(scalars[name]) for name in OPTIONAL_SCALARS if name in scalars},
         **{name: float(scalars[name]) for name in TEST_SCALARS},
     )
 
@@ -104,13 +108,20 @@ def spread(values: list[float], fmt: str) -> str:
     )
 
 
+# Optional columns: (scalar, header, format), shown when every run logged the scalar.
+OPTIONAL_COLUMNS = (
+    ("test_member_rmse_mean", "members' own RMSE", "{:.2f}"),
+    ("test_coverage", "interval coverage", "{:.3f}"),
+    ("test_width", "interval width (points)", "{:.1f}"),
+)
+
+
 def markdown_table(results: list[RunResult]) -> str:
     """One row per config, plus the naive forecast's row (identical for every config and seed)."""
-    header = (
-        "| config | seeds | test RMSE (points) | RMSE / naive | directional accuracy "
-        "| best epoch (median) |\n|---|---|---|---|---|---|"
-    )
-    rows = [header]
+    optional = [c for c in OPTIONAL_COLUMNS if all(c[0] in r.optional for r in results)]
+    header = "| config | seeds | test RMSE (points) | RMSE / naive | directional accuracy | best epoch (median) |"
+    header += "".join(f" {title} |" for _, title, _ in optional)
+    rows = [header, "|---" * (6 + len(optional)) + "|"]
     configs = list(dict.fromkeys(r.config for r in results))
     for name in configs:
         runs = [r for r in results if r.config == name]
@@ -119,10 +130,17 @@ def markdown_table(results: list[RunResult]) -> str:
             f"| {spread([r.ratio for r in runs], '{:.4f}')} "
             f"| {spread([r.test_direction_acc for r in runs], '{:.3f}')} "
             f"| {statistics.median(r.best_epoch for r in runs):g} |"
+            + "".join(f" {spread([r.optional[key] for r in runs], fmt)} |" for key, _, fmt in optional)
         )
     naive = {round(r.test_naive_rmse, 3) for r in results}
     naive_text = " / ".join(f"{value:.2f}" for value in sorted(naive))
-    rows.append(f"| naive (tomorrow = today's close) | – | {naive_text} | 1.0000 | – | – |")
+    naive_cells = {
+        "test_coverage": "{:.3f}".format(statistics.mean(r.optional.get("test_naive_coverage", float("nan")) for r in results)),
+    }
+    rows.append(
+        f"| naive (tomorrow = today's close) | – | {naive_text} | 1.0000 | – | – |"
+        + "".join(f" {naive_cells.get(key, '–')} |" for key, _, _ in optional)
+    )
     return "\n".join(rows)
 
 

@@ -128,21 +128,32 @@ def test_bad_member_counts_are_one_line_errors(
     expect_error(capsys, "fit", *common(kospi_csv, root, "--model.members", value), inputs=[kospi_csv], match=match)
 
 
-def test_export_writes_the_whole_ensemble(kospi_csv: Path, fitted: tuple[Path, Path], tmp_path: Path) -> None:
-    ort = pytest.importorskip("onnxruntime")
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # as in test_export.py
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_writes_the_whole_ensemble(kospi_csv: Path, fitted: tuple[Path, Path], tmp_path: Path, fmt: str) -> None:
     root, last = fitted
-    target = tmp_path / "ensemble.onnx"
-    run_cli("export", *common(kospi_csv, root, "--ckpt_path", last, "--model.members", MEMBERS, "--export.path", target))
-    session = ort.InferenceSession(str(target))
+    target = tmp_path / f"ensemble.{'onnx' if fmt == 'onnx' else 'pt'}"
+    args = ["--ckpt_path", last, "--model.members", MEMBERS, "--export.path", target, "--export.format", fmt]
+    run_cli("export", *common(kospi_csv, root, *args))
     dm = DailyPricesDataModule(csv_path=str(kospi_csv), split=50, val_size=10)
     dm.setup("test")
     windows = dm.windows("test")
-    prediction, quantiles = session.run(None, {"windows": windows.x.numpy()})
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(str(target))
+        prediction, quantiles = session.run(None, {"windows": windows.x.numpy()})
+        metadata = json.loads(session.get_modelmeta().custom_metadata_map["rnn_lightning"])
+    else:
+        extra = {"rnn_lightning.json": ""}
+        module = torch.jit.load(str(target), _extra_files=extra)
+        with torch.no_grad():
+            prediction, quantiles = (t.numpy() for t in module(windows.x))
+        metadata = json.loads(extra["rnn_lightning.json"])
     with torch.no_grad():
         each = np.stack([solo.forecast(windows)["prediction"].numpy() for solo in solo_members(last)])
     np.testing.assert_allclose(prediction, each.mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(quantiles, np.quantile(each, [0.1, 0.5, 0.9], axis=0).T, rtol=1e-5)
-    assert json.loads(session.get_modelmeta().custom_metadata_map["rnn_lightning"])["model"]["members"] == MEMBERS
+    assert metadata["model"]["members"] == MEMBERS
 
 
 def test_backtest_trains_an_ensemble_per_fold(kospi_csv: Path, tmp_path: Path) -> None:

@@ -125,7 +125,7 @@ def test_each_member_trains_as_its_solo_model(backbone: str, readout: str, head:
             assert_close(f"member {m} {name} after Adam", p.detach()[index], q.detach())
 
 
-@pytest.mark.parametrize("backbone", ["gru", "bilstm"])
+@pytest.mark.parametrize("backbone", ["rnn", "gru", "bilstm"])
 def test_gradient_clipping_is_per_member(backbone: str) -> None:
     solos = [build(1, seed, backbone, "flatten", "point") for seed in (1, 2, 3)]
     packed = build(MEMBERS, 5, backbone, "flatten", "point")

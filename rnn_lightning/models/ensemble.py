@@ -76,6 +76,18 @@ class MemberScore(Metric):
         return each.mean() if self.reduce == "mean" else each.std()
 
 
+class MemberInterval(DistributionHead):
+    """A point ensemble's interval from its members: a distribution head's naive fit and interval metrics.
+
+    Its quantiles come from :func:`member_quantiles`, not from network outputs: one point per member
+    and day ahead.
+    """
+
+    @property
+    def params_per_day(self) -> int:
+        return 1
+
+
 class EnsembleHead(Head):
     """``members`` members' outputs scored with ``inner`` (the configured head) as one ensemble.
 
@@ -96,7 +108,7 @@ class EnsembleHead(Head):
         # A point ensemble's interval from its members, beside the naive distribution: a DistributionHead's
         # naive fit and interval metrics, used for those alone.
         self.spread = (
-            DistributionHead(inner.horizon, quantiles)
+            MemberInterval(inner.horizon, quantiles)
             if isinstance(inner, PointHead) and not isinstance(inner, DistributionHead)
             else None
         )
