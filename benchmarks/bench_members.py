@@ -139,12 +139,12 @@ def compare_block_diagonal(steps: int = 200) -> None:
         return step
 
     x = torch.randn(B, T, F)
-    print(f"\none training step of the recurrent layers, ms (median of {steps}), 1 thread")
+    print(f"\none training step of the recurrent layers, ms (mean of {steps}), 1 thread")
     print(f"{'members':>8} {'batched':>10} {'block-diag':>11} {'loop':>10}")
     for M in (1, 16, 64):
         layers = [nn.GRU(F, H, L, batch_first=True) for _ in range(M)]
         packed = MemberRecurrence(layers)
-        batched = timed(trainer(packed.parameters(), lambda: packed(x)))
+        batched = timed(trainer(packed.parameters(), lambda packed=packed: packed(x)))
         wide = nn.GRU(F, M * H, L, batch_first=True)
         masks = {}
         for name, p in wide.named_parameters():
@@ -156,9 +156,9 @@ def compare_block_diagonal(steps: int = 200) -> None:
                     p.mul_(mask)
                 masks[name] = mask
                 p.register_hook(lambda g, m=mask: g * m)
-        block = timed(trainer(wide.parameters(), lambda: wide(x)[0]))
+        block = timed(trainer(wide.parameters(), lambda wide=wide: wide(x)[0]))
         params = [p for layer in layers for p in layer.parameters()]
-        loop = timed(trainer(params, lambda: torch.stack([layer(x)[0] for layer in layers])))
+        loop = timed(trainer(params, lambda layers=layers: torch.stack([layer(x)[0] for layer in layers])))
         print(f"{M:>8} {batched:>10.2f} {block:>11.2f} {loop:>10.2f}")
 
 

@@ -38,7 +38,13 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "../shared/data/kospi/kospi_2019.csv"
 TEST_SCALARS = ("test_rmse", "test_naive_rmse", "test_direction_acc", "test_mae")
 # Logged by ensembles (--set model.members=N) and the distribution heads only: extra columns when present.
-OPTIONAL_SCALARS = ("test_coverage", "test_width", "test_naive_coverage", "test_member_rmse_mean", "test_member_rmse_sd")
+OPTIONAL_SCALARS = (
+    "test_coverage",
+    "test_width",
+    "test_naive_coverage",
+    "test_member_rmse_mean",
+    "test_member_rmse_sd",
+)
 
 
 @dataclass
@@ -135,7 +141,9 @@ def markdown_table(results: list[RunResult]) -> str:
     naive = {round(r.test_naive_rmse, 3) for r in results}
     naive_text = " / ".join(f"{value:.2f}" for value in sorted(naive))
     naive_cells = {
-        "test_coverage": "{:.3f}".format(statistics.mean(r.optional.get("test_naive_coverage", float("nan")) for r in results)),
+        "test_coverage": "{:.3f}".format(
+            statistics.mean(r.optional.get("test_naive_coverage", float("nan")) for r in results)
+        ),
     }
     rows.append(
         f"| naive (tomorrow = today's close) | – | {naive_text} | 1.0000 | – | – |"

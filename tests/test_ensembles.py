@@ -17,7 +17,6 @@ import torch
 from helpers import CONFIGS, run_cli, scalars
 from test_errors import expect_error
 
-from rnn_lightning.data.batches import PriceWindows
 from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.models import RecurrentModel
 
@@ -99,7 +98,9 @@ def test_fit_test_predict_score_the_ensemble_and_its_members(kospi_csv: Path, fi
 def test_resume_keeps_every_member(kospi_csv: Path, fitted: tuple[Path, Path]) -> None:
     root, last = fitted
     before = torch.load(last, map_location="cpu", weights_only=False)
-    run_cli("fit", *common(kospi_csv, root, "--trainer.max_epochs", "4", "--model.members", MEMBERS, "--ckpt_path", last))
+    run_cli(
+        "fit", *common(kospi_csv, root, "--trainer.max_epochs", "4", "--model.members", MEMBERS, "--ckpt_path", last)
+    )
     resumed = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     after = torch.load(resumed, map_location="cpu", weights_only=False)
     assert after["epoch"] == before["epoch"] + 1
@@ -120,7 +121,10 @@ def test_checkpoint_of_another_member_count_is_refused(
     )
 
 
-@pytest.mark.parametrize(("value", "match"), [("0", r"members must be a positive integer, got 0"), ("1.5", r"model\.members: expected int, got 1\.5")])
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [("0", r"members must be a positive integer, got 0"), ("1.5", r"model\.members: expected int, got 1\.5")],
+)
 def test_bad_member_counts_are_one_line_errors(
     value: str, match: str, kospi_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

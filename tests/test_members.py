@@ -35,7 +35,9 @@ def price_batch(seed: int = 0) -> PriceWindows:
 
 def image_batch(seed: int = 0) -> Images:
     g = torch.Generator().manual_seed(seed)
-    return Images(torch.randint(0, 256, (B, T, F), generator=g, dtype=torch.uint8), torch.randint(0, 10, (B,), generator=g))
+    return Images(
+        torch.randint(0, 256, (B, T, F), generator=g, dtype=torch.uint8), torch.randint(0, 10, (B,), generator=g)
+    )
 
 
 def build(members: int, seed: int, backbone: str, readout: str, head: str) -> RecurrentModel:
@@ -62,7 +64,9 @@ def build(members: int, seed: int, backbone: str, readout: str, head: str) -> Re
     return model
 
 
-def solo_pairs(packed: RecurrentModel, solo: RecurrentModel, member: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+def solo_pairs(
+    packed: RecurrentModel, solo: RecurrentModel, member: int
+) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(name, the packed parameter's slice of ``member``, the solo parameter) for every weight."""
     rnn: MemberRecurrence = packed.backbone.rnn  # type: ignore[assignment]
     pairs = []
@@ -103,7 +107,11 @@ def train_step(model: RecurrentModel, batch, clip: float | None = None) -> None:
     optimizer.step()
 
 
-CASES = list(itertools.product(("rnn", "lstm", "gru", "bilstm"), ("flatten", "last"), ("point", "quantile", "gaussian", "classification")))
+CASES = list(
+    itertools.product(
+        ("rnn", "lstm", "gru", "bilstm"), ("flatten", "last"), ("point", "quantile", "gaussian", "classification")
+    )
+)
 
 
 @pytest.mark.parametrize(("backbone", "readout", "head"), CASES)

@@ -26,13 +26,13 @@ so expect its coverage to fall short of the nominal level (docs/ensembles.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from rnn_lightning.models.heads import ClassificationHead, DistributionHead, Head, PointHead
+from rnn_lightning.models.heads import ClassificationHead, DistributionHead, Head, PointHead, _metric
 
 
 def member_quantiles(values: Tensor, levels: Sequence[float]) -> Tensor:
@@ -96,6 +96,9 @@ class EnsembleHead(Head):
         members: The number of members (at least 2).
         quantiles: The model's quantile levels: a point ensemble's member interval.
     """
+
+    inner: Head  # for the type checker (nn.Module.__getattr__ would say Tensor | Module)
+    spread: MemberInterval | None
 
     def __init__(self, inner: Head, members: int, quantiles: Sequence[float]) -> None:
         super().__init__()
@@ -162,8 +165,9 @@ class EnsembleHead(Head):
         """Each member's point forecast in prices (M, B, H)."""
         M, B = out.shape[:2]
         tiled = self._tiled(batch)
-        point = self.inner.scaled_point(out.reshape(M * B, -1))  # type: ignore[attr-defined]  # regression heads
-        horizon = self.inner.horizon  # type: ignore[attr-defined]
+        inner = cast(PointHead, self.inner)  # every regression head is one
+        point = inner.scaled_point(out.reshape(M * B, -1))
+        horizon = inner.horizon
         price = scaling.to_price(point.reshape(-1) if horizon == 1 else point, tiled.ref)
         return price.reshape(M, B, horizon)
 
@@ -178,14 +182,14 @@ class EnsembleHead(Head):
             return
         if self.score == "acc":
             correct = (out.argmax(dim=-1) == batch.y).sum(dim=1)  # (M,)
-            for metric in self.member_scores.values():
-                metric.update(correct, B)
+            for name in self.member_scores:
+                _metric(self.member_scores, name).update(correct, B)
             return
         price = self._member_points(out, batch, scaling)  # (M, B, H)
         close = batch.close.reshape(B, -1).to(price.dtype)  # (B, H)
         squares = ((price - close) ** 2).sum(dim=(1, 2))  # (M,)
-        for metric in self.member_scores.values():
-            metric.update(squares, close.numel())
+        for name in self.member_scores:
+            _metric(self.member_scores, name).update(squares, close.numel())
         if self.spread is not None:
             quantiles = member_quantiles(price, self.spread.levels)  # (B, H, Q)
             self.spread._score("", quantiles, close)
@@ -203,5 +207,5 @@ class EnsembleHead(Head):
         rows = self.inner.predict(self.inner.combine(out), batch, scaling)
         if self.spread is not None:  # the members' interval, shaped as a quantile head's
             quantiles = member_quantiles(self._member_points(out, batch, scaling), self.spread.levels)  # (B, H, Q)
-            rows["quantiles"] = quantiles[:, 0] if self.inner.horizon == 1 else quantiles  # type: ignore[attr-defined]
+            rows["quantiles"] = quantiles[:, 0] if cast(PointHead, self.inner).horizon == 1 else quantiles
         return rows

@@ -53,7 +53,7 @@ class MemberRecurrence(nn.Module):
     def __init__(self, layers: Sequence[nn.RNNBase]) -> None:
         super().__init__()
         first = layers[0]
-        if first.mode not in GATES or not first.bias or getattr(first, "proj_size", 0):
+        if first.mode not in GATES or not first.bias or (isinstance(first, nn.LSTM) and first.proj_size):
             raise ValueError(f"cannot stack {type(first).__name__} layers (mode {first.mode})")
         self.mode = first.mode
         self.members = len(layers)
