@@ -93,7 +93,8 @@ def run_one(config: Path, seed: int, data: str, root: Path, overrides: list[str]
     missing = [name for name in TEST_SCALARS if name not in scalars]
     if missing:
         raise RuntimeError(f"{config.name} seed {seed}: the test run logged no {', '.join(missing)}")
-    epoch = int(best[0].stem.split("=")[-1])
+    # best-epoch=NNN, or best-epoch=000-initial when the untrained model scored best (include_initial)
+    epoch = int(best[0].stem.split("=")[-1].split("-")[0])
     return RunResult(
         config=config.stem,
         seed=seed,

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from helpers import CONFIGS, run_cli, scalars
 from test_errors import expect_error
 
@@ -203,3 +204,34 @@ def test_image_ensemble_averages_probabilities(mnist_dir: Path, tmp_path: Path) 
     logged = {k: v[0] for k, v in scalars(root / "lightning_logs" / "version_1").items()}
     assert {"test_acc", "test_member_acc_mean", "test_member_acc_sd"} <= logged.keys()
     assert 0.0 <= logged["test_member_acc_mean"] <= 1.0
+
+
+def test_tune_trains_an_ensemble_per_fold(kospi_csv: Path, tmp_path: Path) -> None:
+    """Every trial's folds and the hold-out refit are ensembles, and the chosen config keeps the count."""
+    root = tmp_path / "runs"
+    space = tmp_path / "space.yaml"
+    space.write_text("model.hidden_size: {low: 2, high: 6}\n")
+    run_cli(
+        "tune",
+        *common(kospi_csv, root, "--trainer.max_epochs", "1", "--model.members", "2"),
+        "--tune.space",
+        space,
+        "--tune.trials",
+        "2",
+        "--tune.holdout",
+        "5",
+        "--tune.reps",
+        "100",
+        "--backtest.folds",
+        "2",
+        "--backtest.test_size",
+        "5",
+    )
+    (run_dir,) = (root / "lightning_logs").glob("version_*")
+    checkpoints = sorted(run_dir.glob("trial_*/fold_*/checkpoints/last.ckpt")) + sorted(
+        run_dir.glob("holdout/**/last.ckpt")
+    )
+    assert len(checkpoints) == 5  # 2 trials x 2 folds, and the hold-out refit
+    for ckpt in checkpoints:
+        assert torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]["fc.weight"].shape[0] == 2
+    assert yaml.safe_load((run_dir / "best_config.yaml").read_text())["model"]["members"] == 2
