@@ -235,3 +235,36 @@ def test_tune_trains_an_ensemble_per_fold(kospi_csv: Path, tmp_path: Path) -> No
     for ckpt in checkpoints:
         assert torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]["fc.weight"].shape[0] == 2
     assert yaml.safe_load((run_dir / "best_config.yaml").read_text())["model"]["members"] == 2
+
+
+@pytest.mark.slow
+def test_ddp_ensemble_test_equals_single_device_test(tmp_path: Path) -> None:
+    """Two DDP processes train one ensemble, and their test metrics, the members' ones included (states
+    summed across ranks), equal a single process's."""
+    from helpers import write_price_csv
+    from test_ddp import probe_args, read_probes, run_ddp
+
+    csv = write_price_csv(tmp_path / "prices.csv", rows=80)
+    data = [*common(csv, tmp_path / "unused")[:4], "--data.split", "55", "--data.val_size", "9", "--model.members", "2"]
+    root = tmp_path / "runs"
+    run_ddp("fit", *data, "--trainer.max_epochs", "2", "--trainer.default_root_dir", root, cwd=tmp_path)
+    (last,) = root.glob("lightning_logs/version_0/checkpoints/last.ckpt")
+    run_ddp(
+        "test",
+        *data,
+        "--ckpt_path",
+        last,
+        "--trainer.default_root_dir",
+        tmp_path / "t2",
+        *probe_args(tmp_path / "p2"),
+        cwd=tmp_path,
+    )
+    run_cli(
+        "test", *data, "--ckpt_path", last, "--trainer.default_root_dir", tmp_path / "t1", *probe_args(tmp_path / "p1")
+    )
+    ddp = read_probes(tmp_path / "p2", "test")
+    (single,) = read_probes(tmp_path / "p1", "test", world_size=1)
+    assert {"test_rmse", "test_member_rmse_mean", "test_member_rmse_sd", "test_coverage"} <= single["test"].keys()
+    assert ddp[0]["test"] == ddp[1]["test"]
+    for name, value in single["test"].items():
+        assert ddp[0]["test"][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
