@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from rnn_lightning.models.heads import ClassificationHead, DistributionHead, Head, PointHead, _metric
+from rnn_lightning.models.heads import DistributionHead, Head, PointHead, _metric
 
 
 def member_quantiles(values: Tensor, levels: Sequence[float]) -> Tensor:
@@ -104,17 +104,14 @@ class EnsembleHead(Head):
         super().__init__()
         self.inner = inner
         self.members = members
-        self.score = "acc" if isinstance(inner, ClassificationHead) else "rmse"
+        self.score = inner.member_score
         self.member_scores = nn.ModuleDict(
             {f"test_member_{self.score}_{r}": MemberScore(members, self.score, r) for r in ("mean", "sd")}
         )
         # A point ensemble's interval from its members, beside the naive distribution: a DistributionHead's
         # naive fit and interval metrics, used for those alone.
-        self.spread = (
-            MemberInterval(inner.horizon, quantiles)
-            if isinstance(inner, PointHead) and not isinstance(inner, DistributionHead)
-            else None
-        )
+        self.spread = MemberInterval(cast(PointHead, inner).horizon, quantiles) if inner.member_interval else None
+        self.needs_naive = self.spread is not None or inner.needs_naive
         levels = getattr(inner, "levels", None) or (self.spread.levels if self.spread is not None else None)
         if levels is not None:
             self.levels = levels  # the reports' band levels (rnn_lightning/reports/kospi.py)
@@ -128,21 +125,16 @@ class EnsembleHead(Head):
     def output_size(self, num_outputs: int) -> int:
         return self.inner.output_size(num_outputs)
 
-    def _naive_owner(self) -> DistributionHead | None:
-        """Who holds the naive distribution (fitted on the training windows' moves), if anyone."""
-        if self.spread is not None:
-            return self.spread
-        return self.inner if isinstance(self.inner, DistributionHead) else None
+    def _naive_owner(self) -> DistributionHead:
+        """Who holds the naive distribution (fitted on the training windows' moves): called when needs_naive."""
+        return self.spread if self.spread is not None else cast(DistributionHead, self.inner)
 
     def fit_naive(self, moves: Tensor) -> None:
-        owner = self._naive_owner()
-        if owner is not None:
-            owner.fit_naive(moves)
+        self._naive_owner().fit_naive(moves)
 
     @property
     def naive_fitted(self) -> Tensor:
-        owner = self._naive_owner()
-        return owner.naive_fitted if owner is not None else torch.tensor(True)
+        return self._naive_owner().naive_fitted
 
     def _tiled(self, batch: Any) -> Any:
         """The batch's targets repeated for every member (the inputs are not needed)."""

@@ -197,6 +197,14 @@ class MeanScore(ElementMean):
 class Head(nn.Module):
     """What every head provides; ``{stage}_loss`` is common to all."""
 
+    # What an ensemble of this head reports beside its combined forecast (rnn_lightning/models/ensemble.py):
+    # each member's ``rmse`` or ``acc``, and whether the members' spread makes its interval (a head
+    # without an interval of its own).
+    member_score = "rmse"
+    member_interval = False
+    # Whether the head scores against a naive distribution fitted on the training windows (fit_naive).
+    needs_naive = False
+
     def __init__(self) -> None:
         super().__init__()
         self.losses = nn.ModuleDict({f"{stage}_loss": BatchMean() for stage in STAGES})
@@ -234,6 +242,8 @@ class PointHead(Head):
 
     The regression heads below derive from it and score their median the same way.
     """
+
+    member_interval = True  # a point ensemble's interval comes from its members
 
     def __init__(self, horizon: int = 1) -> None:
         super().__init__()
@@ -331,6 +341,8 @@ class DistributionHead(PointHead):
 
     # What an exported file returns (rnn_lightning/export.py): the median and every quantile, in prices.
     export_outputs = ("prediction", "quantiles")
+    member_interval = False  # the ensemble's distribution has its own quantiles
+    needs_naive = True
 
     distribution_names: tuple[str, ...] = ("pinball", "coverage", "width")
     # Buffers (typed for mypy: nn.Module's __getattr__ would say Tensor | Module).
@@ -596,6 +608,8 @@ class GaussianHead(DistributionHead):
 
 class ClassificationHead(Head):
     """Cross-entropy over ``num_classes`` logits, with accuracy."""
+
+    member_score = "acc"
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()

@@ -218,10 +218,10 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             self.scaling.set_fitted(**fitted())
         # The naive distribution of the quantile and Gaussian heads: fitted on the training windows' moves.
         moves = getattr(datamodule, "training_moves", None)
-        fit_naive = getattr(self.head, "fit_naive", None)  # heads with a naive distribution
-        if fit_naive is not None and callable(moves):
-            if stage == "fit" or not bool(self.head.naive_fitted):
-                fit_naive(moves())
+        if self.head.needs_naive and callable(moves):
+            head: Any = self.head  # a DistributionHead or an EnsembleHead, which fit one
+            if stage == "fit" or not bool(head.naive_fitted):
+                head.fit_naive(moves())
 
     def _step(self, stage: str, batch: Any) -> Tensor:
         out = self.outputs(batch)
