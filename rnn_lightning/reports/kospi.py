@@ -72,6 +72,11 @@ def figures(
     full, zoom = fig.subplots(2, 1, height_ratios=(3, 2))
     zoom_part = slice(max(judged.start, judged.stop - ZOOM_DAYS), judged.stop)
     ahead = "one day ahead" if H == 1 else f"day 1 of {H} ahead"
+    members = int(pl_module.hparams.get("members", 1))
+    backbone = pl_module.hparams.backbone
+    who = f"model ({backbone})" if members == 1 else f"ensemble of {members} {backbone} models"
+    # A point ensemble's band is its members' spread (rnn_lightning/models/ensemble.py), not a forecast distribution.
+    band_source = "members'" if getattr(pl_module.head, "spread", None) is not None else "model"
     for ax, part, marker in ((full, shown, None), (zoom, zoom_part, ".")):
         rows = slice(0, T + part.stop) if ax is full else slice(T + part.start, T + part.stop)
         ax.plot(dates[rows], close[rows], color="black", lw=1.2, marker=marker, label="actual close")
@@ -90,7 +95,7 @@ def figures(
             color="tab:blue",
             lw=1.2,
             marker=marker,
-            label=f"model ({pl_module.hparams.backbone}) {ahead}",
+            label=f"{who} {ahead}",
         )
         if band is not None:
             ax.fill_between(
@@ -100,7 +105,7 @@ def figures(
                 color="tab:blue",
                 alpha=0.18,
                 lw=0,
-                label=f"model {_interval_label(levels or [])}",
+                label=f"{band_source} {_interval_label(levels or [])}",
             )
         ax.set_ylabel(f"{datamodule.target} (index points)")
         ax.grid(alpha=0.3)
