@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from rnn_lightning.models.heads import DistributionHead, Head, PointHead, _metric
+from rnn_lightning.models.heads import DistributionHead, Head, PointHead, metric_of
 
 
 def member_quantiles(values: Tensor, levels: Sequence[float]) -> Tensor:
@@ -175,17 +175,17 @@ class EnsembleHead(Head):
         if self.score == "acc":
             correct = (out.argmax(dim=-1) == batch.y).sum(dim=1)  # (M,)
             for name in self.member_scores:
-                _metric(self.member_scores, name).update(correct, B)
+                metric_of(self.member_scores, name).update(correct, B)
             return
         price = self._member_points(out, batch, scaling)  # (M, B, H)
         close = batch.close.reshape(B, -1).to(price.dtype)  # (B, H)
         squares = ((price - close) ** 2).sum(dim=(1, 2))  # (M,)
         for name in self.member_scores:
-            _metric(self.member_scores, name).update(squares, close.numel())
+            metric_of(self.member_scores, name).update(squares, close.numel())
         if self.spread is not None:
             quantiles = member_quantiles(price, self.spread.levels)  # (B, H, Q)
-            self.spread._score("", quantiles, close)
-            self.spread._score("naive_", self.spread.naive_price_quantiles(batch.ref, scaling), close)
+            self.spread.score_interval("", quantiles, close)
+            self.spread.score_interval("naive_", self.spread.naive_price_quantiles(batch.ref, scaling), close)
 
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
         metrics = dict(self.inner.epoch_metrics(stage))

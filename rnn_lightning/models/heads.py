@@ -108,7 +108,7 @@ def price_crps(transform: str, mean: Tensor, scale: Tensor, ref: Tensor, actual:
     raise ValueError(f"no CRPS for target transform {transform!r}")
 
 
-def _metric(metrics: nn.ModuleDict, name: str) -> Any:
+def metric_of(metrics: nn.ModuleDict, name: str) -> Any:
     """``metrics[name]``, typed loosely: each metric class has its own ``update`` arguments."""
     return metrics[name]
 
@@ -217,7 +217,7 @@ class Head(nn.Module):
         raise NotImplementedError
 
     def update(self, stage: str, out: Tensor, loss: Tensor, batch: Any, scaling: Any) -> None:
-        _metric(self.losses, f"{stage}_loss").update(loss, len(out))
+        metric_of(self.losses, f"{stage}_loss").update(loss, len(out))
 
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
         return {f"{stage}_loss": self.losses[f"{stage}_loss"]}
@@ -288,8 +288,8 @@ class PointHead(Head):
         # Directional accuracy: did the model call the move from today's close right?
         self.test_direction_acc.update((torch.sign(price - ref) == torch.sign(close - ref)).float())
         for d in range(1, len(self.per_day) // 2 + 1):
-            _metric(self.per_day, f"test_rmse_h{d}").update(price[:, d - 1], close[:, d - 1])
-            _metric(self.per_day, f"test_naive_rmse_h{d}").update(ref[:, d - 1], close[:, d - 1])
+            metric_of(self.per_day, f"test_rmse_h{d}").update(price[:, d - 1], close[:, d - 1])
+            metric_of(self.per_day, f"test_naive_rmse_h{d}").update(ref[:, d - 1], close[:, d - 1])
 
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
         metrics = super().epoch_metrics(stage)
@@ -416,21 +416,21 @@ class DistributionHead(PointHead):
         if stage == "val":
             self.val_pinball.update(quantiles, close)
             return
-        self._score("", quantiles, close)
-        self._score("naive_", self.naive_price_quantiles(batch.ref, scaling), close)
+        self.score_interval("", quantiles, close)
+        self.score_interval("naive_", self.naive_price_quantiles(batch.ref, scaling), close)
 
     def _days(self) -> list[tuple[str, Any]]:
         """Metric name suffixes and day indices: all days together, then each day for H > 1."""
         each = [(f"_h{d}", d - 1) for d in range(1, self.horizon + 1)] if self.horizon > 1 else []
         return [("", slice(None)), *each]
 
-    def _score(self, who: str, quantiles: Tensor, close: Tensor) -> None:
+    def score_interval(self, who: str, quantiles: Tensor, close: Tensor) -> None:
         """Update the interval metrics of ``who`` ('' or 'naive_') from price quantiles (B, H, Q)."""
         for suffix, day in self._days():
             q, y = quantiles[:, day], close[:, day]
-            _metric(self.dist_metrics, f"test_{who}pinball{suffix}").update(q, y)
-            _metric(self.dist_metrics, f"test_{who}coverage{suffix}").update(q[..., 0], q[..., -1], y)
-            _metric(self.dist_metrics, f"test_{who}width{suffix}").update(q[..., 0], q[..., -1])
+            metric_of(self.dist_metrics, f"test_{who}pinball{suffix}").update(q, y)
+            metric_of(self.dist_metrics, f"test_{who}coverage{suffix}").update(q[..., 0], q[..., -1], y)
+            metric_of(self.dist_metrics, f"test_{who}width{suffix}").update(q[..., 0], q[..., -1])
 
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
         metrics = super().epoch_metrics(stage)
@@ -595,7 +595,7 @@ class GaussianHead(DistributionHead):
         naive = price_crps(transform, self.naive_mean, self.naive_std, ref, close)  # (B, H)
         for who, crps in (("", model), ("naive_", naive)):
             for suffix, day in self._days():
-                _metric(self.dist_metrics, f"test_{who}crps{suffix}").update(crps[:, day])
+                metric_of(self.dist_metrics, f"test_{who}crps{suffix}").update(crps[:, day])
 
     def forecast(self, out: Tensor, ref: Tensor, scaling: Any) -> dict[str, Tensor]:
         """As :meth:`DistributionHead.forecast`, plus ``mean`` and ``scale`` of the unscaled target."""
@@ -624,7 +624,7 @@ class ClassificationHead(Head):
 
     def update(self, stage: str, out: Tensor, loss: Tensor, batch: Any, scaling: Any) -> None:
         super().update(stage, out, loss, batch, scaling)
-        _metric(self.acc, f"{stage}_acc").update(out.detach().argmax(dim=1), batch.y)
+        metric_of(self.acc, f"{stage}_acc").update(out.detach().argmax(dim=1), batch.y)
 
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
         return {**super().epoch_metrics(stage), f"{stage}_acc": self.acc[f"{stage}_acc"]}
