@@ -4,17 +4,18 @@ Each member is a solo model's recurrent stack and output layer. Their weights ar
 member dimension, and every member's recurrence runs in the same kernels: at each time step one batched
 matrix product (``torch.baddbmm``) over all members *and* both directions (the "lanes"), then the cell's
 element-wise gates over all lanes at once. The number of kernels a step launches does not grow with the
-members, and the arithmetic grows linearly with them; for networks this small the kernel launches are the
-cost, so 16 members train in little more than the time of one (docs/ensembles.md has the measurements).
+members, and the arithmetic grows linearly with them: where a solo model's step is mostly kernel launches
+(the tutorial KOSPI GRU), many members cost little more than one; where it is mostly arithmetic (the MNIST
+Bi-LSTM), they cost about what as many solo models would.
 
 Why not torch's own recurrent layers: ``torch.func``'s stacked-module ensembling cannot vmap over
 ``nn.GRU``/``nn.LSTM``, and one wide ``nn.GRU`` with block-diagonal weights (cross-member blocks kept at
-zero) multiplies ``M`` times more weights than it needs at every step: it took 10x the time of this
-recurrence at 64 members of the KOSPI GRU (``benchmarks/bench_members.py --compare-block-diagonal``).
+zero) multiplies ``M`` times more weights than it needs at every step. docs/ensembles.md has the
+measurements (``benchmarks/bench_members.py``).
 
 The gates follow torch's equations and gate order (``nn.RNN`` with tanh, ``nn.LSTM``: i, f, g, o,
-``nn.GRU``: r, z, n), and each member is initialised as a solo model would be (:func:`stack_layers` takes
-the weights of freshly built solo layers), so a member computes what its solo model computes, up to float
+``nn.GRU``: r, z, n), and each member is initialised as a solo model would be (the constructors copy the
+weights of freshly built solo layers), so a member computes what its solo model computes, up to float
 rounding: ``tests/test_members.py`` checks gradients and Adam updates against solo models in float64.
 """
 
