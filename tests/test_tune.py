@@ -313,7 +313,9 @@ def test_images_are_tuned_on_validation_and_tested_once(tmp_path: Path) -> None:
 
 
 def _command(csv: Path, root: Path, space: Path, *extra: object, trials: int = 4) -> list[str]:
-    args = tune_args(csv, root, space, "--tune.heartbeat", "1", "--trainer.max_epochs", "4", *extra, trials=trials)
+    # 40 epochs: a trial lasts seconds, so the kill tests can see one finished while another runs (with 4 a
+    # whole search could end between two looks of the poller).
+    args = tune_args(csv, root, space, "--tune.heartbeat", "1", "--trainer.max_epochs", "40", *extra, trials=trials)
     return [sys.executable, "-m", "rnn_lightning", *map(str, args)]
 
 
