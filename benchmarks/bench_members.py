@@ -149,7 +149,6 @@ def compare_block_diagonal(steps: int = 200) -> None:
         packed = MemberRecurrence(layers)
         batched = timed(trainer(packed.parameters(), lambda packed=packed: packed(x)))
         wide = nn.GRU(F, M * H, L, batch_first=True)
-        masks = {}
         for name, p in wide.named_parameters():
             if name.startswith("weight_hh") or name.startswith("weight_ih_l1"):
                 rows = torch.arange(p.shape[0]) % (M * H) // H
@@ -157,7 +156,6 @@ def compare_block_diagonal(steps: int = 200) -> None:
                 mask = (rows[:, None] == cols[None, :]).float()
                 with torch.no_grad():
                     p.mul_(mask)
-                masks[name] = mask
                 p.register_hook(lambda g, m=mask: g * m)
         block = timed(trainer(wide.parameters(), lambda wide=wide: wide(x)[0]))
         params = [p for layer in layers for p in layer.parameters()]

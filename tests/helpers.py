@@ -80,6 +80,24 @@ def write_mnist_dir(root: Path, folder: str = "MNIST", n_train: int = 200, n_tes
     return root
 
 
+def kospi_args(config: Path | str, csv: Path | str, root: Path | str, *extra: object) -> list[object]:
+    """The CLI arguments of a small KOSPI run: ``config`` on ``csv`` into ``root``, 50 windows before the
+    test split, the last 10 of them validating, then ``extra``."""
+    return [
+        "--config",
+        config,
+        "--data.csv_path",
+        csv,
+        "--trainer.default_root_dir",
+        root,
+        "--data.split",
+        "50",
+        "--data.val_size",
+        "10",
+        *extra,
+    ]
+
+
 def run_cli(*args: str) -> None:
     """The real ``rnn-lightning`` entry point, in-process."""
     main([str(a) for a in args])

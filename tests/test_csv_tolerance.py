@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import CONFIGS, make_price_frame, only_version_dir, run_cli
+from helpers import CONFIGS, kospi_args, make_price_frame, only_version_dir, run_cli
 
 from rnn_lightning.data.daily import read_price_csv
 from rnn_lightning.errors import UserInputError
@@ -111,20 +111,7 @@ def test_quirky_csv_trains(quirk: str, tmp_path: Path) -> None:
     QUIRKS[quirk][0](csv)
     before = hashlib.sha256(csv.read_bytes()).hexdigest()
     root = tmp_path / "runs"
-    common = [
-        "--config",
-        CONFIGS / "kospi_gru.yaml",
-        "--data.csv_path",
-        csv,
-        "--trainer.default_root_dir",
-        root,
-        "--data.split",
-        "50",
-        "--data.val_size",
-        "10",
-        "--plots.enabled",
-        "false",
-    ]
+    common = kospi_args(CONFIGS / "kospi_gru.yaml", csv, root, "--plots.enabled", "false")
     with pytest.warns(UserWarning, match="dropped"):
         run_cli("fit", *common, "--trainer.max_epochs", "2")
     run_dir = only_version_dir(root)

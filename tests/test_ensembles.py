@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, run_cli, scalars
+from helpers import CONFIGS, kospi_args, run_cli, scalars
 from test_errors import expect_error
 
 from rnn_lightning.data.daily import DailyPricesDataModule
@@ -26,19 +26,7 @@ MEMBERS = 3
 
 
 def common(csv: Path, root: Path, *extra: object) -> list[object]:
-    return [
-        "--config",
-        KOSPI,
-        "--data.csv_path",
-        csv,
-        "--trainer.default_root_dir",
-        root,
-        "--data.split",
-        "50",
-        "--data.val_size",
-        "10",
-        *extra,
-    ]
+    return kospi_args(KOSPI, csv, root, *extra)
 
 
 def solo_members(ckpt: Path) -> list[RecurrentModel]:

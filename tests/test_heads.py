@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import CONFIGS, run_cli, scalars, write_price_csv
+from helpers import CONFIGS, kospi_args, run_cli, scalars, write_price_csv
 from scipy import integrate, stats
 
 from rnn_lightning.data.daily import DailyPricesDataModule
@@ -227,22 +227,7 @@ def test_bad_horizons_and_heads(tmp_path: Path) -> None:
 
 
 def _common(csv: Path, root: Path, head: str, horizon: int) -> list[object]:
-    return [
-        "--config",
-        QUANTILE_CONFIG,
-        "--data.csv_path",
-        csv,
-        "--trainer.default_root_dir",
-        root,
-        "--data.split",
-        "50",
-        "--data.val_size",
-        "10",
-        "--model.head",
-        head,
-        "--data.horizon",
-        str(horizon),
-    ]
+    return kospi_args(QUANTILE_CONFIG, csv, root, "--model.head", head, "--data.horizon", str(horizon))
 
 
 def _pinball(q: np.ndarray, y: np.ndarray, levels: list[float]) -> float:
