@@ -160,6 +160,26 @@ def _create_database(port: int, password: str) -> None:
         connection.close()
 
 
+def fresh_database(url: str, name: str) -> str:
+    """Create the empty database ``name`` on the server of ``url`` (a :func:`postgres_server` URL); its URL."""
+    import psycopg2
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"database name {name!r}: lowercase letters, digits and '_' only")
+    head, _, _ = url.rpartition("/")
+    credentials, _, address = head.split("://", 1)[1].rpartition("@")
+    user, _, password = credentials.partition(":")
+    host, _, port = address.partition(":")
+    connection = psycopg2.connect(host=host, port=int(port), user=user, password=password, dbname="postgres")
+    try:
+        connection.autocommit = True  # CREATE DATABASE runs outside a transaction
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+    finally:
+        connection.close()
+    return f"{head}/{name}"
+
+
 @contextlib.contextmanager
 def postgres_server(tmp_path: Path) -> Iterator[str]:
     """A fresh PostgreSQL server for the block: its SQLAlchemy URL (with password) to database ``tune``.

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 from helpers import CONFIGS, make_price_frame, run_cli, write_mnist_dir
+from postgres import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RETURNS = CONFIGS / "kospi_gru_returns.yaml"
@@ -411,3 +412,83 @@ def test_a_killed_worker_on_postgres_is_retried(tmp_path: Path, postgres_url: st
     finished = {t.number: t.params for t in _finished(study)}
     assert len(finished) == 4 and all(finished.get(n) == p for n, p in done.items())
     assert {t.number: t.state.name for t in study.get_trials()}[killed] == "FAIL"
+
+
+def _start_together(commands: list[list[str]], cwd: Path) -> list[subprocess.Popen[str]]:
+    """Start every command at once: each waits on one barrier file, then runs (all import torch first)."""
+    gate = cwd / "go"
+    wrapper = (
+        "import os, runpy, sys, time\n"
+        "gate = sys.argv.pop(1)\n"
+        "import torch, lightning, optuna, sqlalchemy  # the slow imports before the gate, so all open at once\n"
+        "while not os.path.exists(gate):\n"
+        "    time.sleep(0.005)\n"
+        "runpy.run_module('rnn_lightning', run_name='__main__')\n"
+    )
+    processes = [
+        subprocess.Popen(
+            [c[0], "-c", wrapper, str(gate), *c[3:]],  # c = [python, -m, rnn_lightning, args...]
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for c in commands
+    ]
+    time.sleep(8.0 if len(commands) > 2 else 4.0)  # the imports
+    gate.touch()
+    return processes
+
+
+@pytest.mark.slow
+def test_processes_started_together_on_fresh_postgres_databases_all_run(tmp_path: Path, postgres_url: str) -> None:
+    """A job array's start: 4 processes open one empty database at the same instant, on 3 fresh databases.
+
+    Without the start-up lock, two of them create Optuna's tables at once and one stops with PostgreSQL's
+    catalogue violation (``pg_type_typname_nsp_index``).
+    """
+    csv = write_csv(tmp_path / "prices.csv")
+    space = write_space(tmp_path / "space.yaml")
+    rounds = int(os.environ.get("RNNL_STARTUP_ROUNDS", "3"))
+    for r in range(rounds):
+        url = fresh_database(postgres_url, f"together_{r}")
+        commands = [
+            [
+                sys.executable,
+                "-m",
+                "rnn_lightning",
+                *map(
+                    str,
+                    tune_args(
+                        csv, tmp_path / f"r{r}m{i}", space, "--tune.storage", url, "--tune.heartbeat", "1", trials=3
+                    ),
+                ),
+            ]
+            for i in range(4)
+        ]
+        round_dir = tmp_path / f"round{r}"
+        round_dir.mkdir()
+        processes = _start_together(commands, round_dir)
+        outs = [p.communicate(timeout=600)[0] for p in processes]
+        assert [p.returncode for p in processes] == [0, 0, 0, 0], "\n---\n".join(outs)
+        assert not any("Traceback" in out for out in outs), "\n---\n".join(outs)
+        study = _study(url)
+        numbers = [t.number for t in study.get_trials()]
+        assert len(_finished(study)) == 3 and len(numbers) == len(set(numbers))
+
+
+@pytest.mark.slow
+def test_processes_started_together_share_one_sqlite_study(tmp_path: Path) -> None:
+    """Two terminals, one command, the same instant, the embedded SQLite file: both exit 0, 4 trials, none lost."""
+    csv = write_csv(tmp_path / "prices.csv")
+    space = write_space(tmp_path / "space.yaml")
+    root = tmp_path / "runs"
+    commands = [_command(csv, root, space, "--trainer.max_epochs", "1") for _ in range(2)]
+    processes = _start_together(commands, tmp_path)
+    outs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], "\n---\n".join(outs)
+    assert not any("Traceback" in out for out in outs), "\n---\n".join(outs)
+    study = _study(f"sqlite:///{(root / 'kospi_gru_returns.optuna.db').resolve()}")
+    numbers = [t.number for t in study.get_trials()]
+    assert len(_finished(study)) == 4 and len(numbers) == len(set(numbers))
+    assert not [t.number for t in study.get_trials() if t.state.name == "RUNNING"]

@@ -47,6 +47,7 @@ from rnn_lightning.backtest.stats import diebold_mariano
 from rnn_lightning.checkpointing import BestCheckpoint
 from rnn_lightning.errors import UserInputError, check_choice, check_positive
 from rnn_lightning.tune.space import SearchSpace
+from rnn_lightning.tune.storage import cannot_open, open_storage, redact, startup_lock
 
 FINISHED = ("COMPLETE", "PRUNED")
 SAMPLERS = ("tpe", "random")
@@ -117,11 +118,6 @@ def check_settings(settings: TuneSettings) -> None:
     check_choice("tune.pruner", settings.pruner, PRUNERS)
     if settings.study is not None and not re.fullmatch(r"[\w.-]+", settings.study):
         raise UserInputError(f"tune.study {settings.study!r}: use letters, digits, '.', '-' and '_' only")
-
-
-def redact(url: str) -> str:
-    """A storage URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 # --- what a trial searches over, and what it must not see ------------------------------------------------
@@ -309,35 +305,21 @@ def optuna_quiet() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
-def open_storage(url: str, heartbeat: int) -> Any:
-    """An Optuna RDB storage with heartbeats; an unreachable one is one line."""
-    from optuna.storages import RDBStorage
-
-    try:
-        with optuna_quiet():
-            return RDBStorage(
-                url,
-                heartbeat_interval=heartbeat,
-                grace_period=2 * heartbeat + 10,
-                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-            )
-    except ImportError as err:
-        raise UserInputError(f"tune.storage {redact(url)}: {err}; pip install -e '.[postgres]'") from None
-    except Exception as err:  # sqlalchemy's OperationalError, ArgumentError ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        first = first.replace(url, redact(url))
-        raise UserInputError(f"tune.storage {redact(url)} cannot be opened: {redact(first)}") from None
-
-
 def open_study(search: Search, url: str, create: bool) -> Any:
-    """The study (created on first use); a study of another config, space or data is refused."""
+    """The study (created on first use); a study of another config, space or data is refused.
+
+    Any number of processes may call this at the same moment on a fresh database: the storage is opened and
+    the study created or loaded under the database's start-up lock (:mod:`rnn_lightning.tune.storage`).
+    """
     import optuna
 
-    storage = open_storage(url, search.settings.heartbeat)
     name = study_name(search)
-    if create:
-        with optuna_quiet():  # no "A new study created" line: ours names the study and its storage
-            study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
+    with cannot_open(url), startup_lock(url), optuna_quiet():
+        storage = open_storage(url, search.settings.heartbeat)
+        if not create:
+            return optuna.load_study(study_name=name, storage=storage)
+        # load_if_exists, and no "A new study created" line: ours names the study and its storage.
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
         signature = study.user_attrs.get("signature")
         if signature is None:
             study.set_user_attr("signature", search.signature)
@@ -348,10 +330,7 @@ def open_study(search: Search, url: str, create: bool) -> Any:
                 f"study {name!r} in {redact(url)} was run with another config, space, folds or data; "
                 "name a new one with --tune.study NAME, or run the command it was started with"
             )
-    else:
-        with optuna_quiet():
-            study = optuna.load_study(study_name=name, storage=storage)
-    return study
+        return study
 
 
 def study_name(search: Search) -> str:
