@@ -78,7 +78,7 @@ def calendar_features(timestamps: np.ndarray, freq: str) -> Calendar:
         "quarter_of_year": lambda: index.quarter - 1,
         "month_of_year": lambda: index.month - 1,
         "week_of_year": lambda: index.isocalendar().week.to_numpy() - 1,
-        "day_of_week": lambda: index.dayofweek,
+        "day_of_week": lambda: index.day_of_week,
         "hour_of_day": lambda: index.hour,
         "minute_of_hour": lambda: index.minute,
         "second_of_minute": lambda: index.second,

@@ -134,6 +134,12 @@ def ragged_arange(lengths: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(firsts, lengths)
 
 
+def date_text(value: object) -> str:
+    """A timestamp as a person writes it: ``2010-03-01``, with the time only when it is not midnight."""
+    stamp = pd.Timestamp(value)
+    return str(stamp.date()) if stamp == stamp.normalize() else str(stamp)
+
+
 def normalise_freq(freq: str) -> str:
     """``freq`` as pandas spells it today (``"QS"`` -> ``"QS-JAN"``), or a one-line error."""
     try:
@@ -181,8 +187,8 @@ def regular_timestamps(starts: np.ndarray, lengths: np.ndarray, freq: str) -> np
         members = np.flatnonzero(inverse == u)
         longest = int(lengths[members].max())
         grid = pd.date_range(pd.Timestamp(start), periods=longest, freq=freq).to_numpy().astype("datetime64[ns]")
-        for i in members:
-            out[offsets[i] : offsets[i + 1]] = grid[: lengths[i]]
+        steps = ragged_arange(lengths[members])
+        out[np.repeat(offsets[members], lengths[members]) + steps] = grid[steps]
     return out
 
 
@@ -200,12 +206,15 @@ def check_regular(dates: np.ndarray, offsets: np.ndarray, ids: Sequence[str], fr
     k = int(wrong[0])
     i = int(np.searchsorted(offsets, k, side="right") - 1)
     got, want = pd.Timestamp(dates[k]), pd.Timestamp(expected[k])
+    got_text, want_text = date_text(got), date_text(want)
     if got > want:
         raise UserInputError(
-            f"{source}: series {ids[i]!r}: gap in its {freq} frequency, first missing date {want}; "
+            f"{source}: series {ids[i]!r}: gap in its {freq} frequency, first missing date {want_text}; "
             "fill or drop the missing steps before reading"
         )
-    raise UserInputError(f"{source}: series {ids[i]!r}: date {got} is not on the {freq} calendar (expected {want})")
+    raise UserInputError(
+        f"{source}: series {ids[i]!r}: date {got_text} is not on the {freq} calendar (expected {want_text})"
+    )
 
 
 def check_horizon(panel: Panel, horizon: int) -> None:

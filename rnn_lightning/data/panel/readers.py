@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rnn_lightning.data.panel.core import Panel, check_regular, infer_frequency, normalise_freq
+from rnn_lightning.data.panel.core import Panel, check_regular, date_text, infer_frequency, normalise_freq
 from rnn_lightning.data.prices import read_price_csv
 from rnn_lightning.errors import UserInputError
 
@@ -122,7 +122,7 @@ def panel_from_frame(
     if same.any():
         k = int(np.argmax(same))
         raise UserInputError(
-            f"{source}: series {ids_sorted[k]!r}: duplicated {time_column} {pd.Timestamp(dates[k])} "
+            f"{source}: series {str(ids_sorted[k])!r}: duplicated {time_column} {date_text(dates[k])} "
             f"({where(int(order[k]))} and {where(int(order[k + 1]))}); keep one row per series and date"
         )
     boundaries = np.flatnonzero(ids_sorted[1:] != ids_sorted[:-1]) + 1
@@ -170,7 +170,9 @@ def _parse_dates(column: pd.Series, ids: np.ndarray, source: str, where: Callabl
     bad = parsed.isna().to_numpy()
     if bad.any():
         k = int(np.argmax(bad))
-        raise UserInputError(f"{source}: series {ids[k]!r}, {where(k)}: {column.name} {column.iloc[k]!r} is not a date")
+        raise UserInputError(
+            f"{source}: series {str(ids[k])!r}, {where(k)}: {column.name} {column.iloc[k]!r} is not a date"
+        )
     return parsed.to_numpy().astype("datetime64[ns]")
 
 
@@ -184,7 +186,7 @@ def _numbers(
         k = int(np.argmax(bad))
         cell = column.iloc[k]
         problem = "is missing" if pd.isna(cell) else f"{cell!r} is not a finite number"
-        raise UserInputError(f"{source}: series {ids[k]!r}, {pd.Timestamp(dates[k])} ({where(k)}): {name} {problem}")
+        raise UserInputError(f"{source}: series {str(ids[k])!r}, {date_text(dates[k])} ({where(k)}): {name} {problem}")
     return numbers
 
 
