@@ -147,6 +147,8 @@ def _bad_files() -> dict[str, tuple[str, str]]:
         "no_ds": (good.replace(",ds,", ",date,"), r"no time column 'ds'"),
         "no_y": (good.replace(",y,", ",value,"), r"no target column 'y'"),
         "empty": (header + "\n", r"the panel is empty"),
+        "text_covariate": (make_long({"a": 6}).assign(promo="red").to_csv(index=False), r"'promo' is not numeric"),
+        "text_covariate_cell": (good.replace(",0.0,", ",x,"), r"series 'b', 2010-05-01 \(line 11\): promo 'x' is not"),
         "bad_date": (good.replace("2010-03-01", "not-a-date", 1), r"'not-a-date' is not a date"),
     }
 

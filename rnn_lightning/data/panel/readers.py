@@ -137,6 +137,10 @@ def panel_from_frame(
     static_columns: list[np.ndarray] = []
     lengths = np.diff(offsets)
     for column in extra:
+        if pd.to_numeric(frame[column], errors="coerce").isna().all():
+            raise UserInputError(
+                f"{source}: covariate column {column!r} is not numeric; name the numeric ones with covariates=[...]"
+            )
         values = _numbers(frame[column], column, ids_all, dates_all, source, where)[order]
         firsts = values[offsets[:-1]]
         if np.array_equal(values, np.repeat(firsts, lengths)):
