@@ -25,7 +25,7 @@ from rnn_lightning.backtest import BacktestSettings, run_backtest
 from rnn_lightning.callbacks import concat_predictions
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.export import ExportSettings, run_export
-from rnn_lightning.reports import REPORTS
+from rnn_lightning.kinds import kind_of
 from rnn_lightning.runs import Run, RunConfig, load_config
 from rnn_lightning.tune.run import run_tune
 from rnn_lightning.tune.search import TuneSettings
@@ -67,7 +67,7 @@ def predict(config: RunConfig, ckpt_path: str | os.PathLike) -> pd.DataFrame:
     """The rows ``predictions.csv`` holds (``rnn-lightning predict``): one per window or image, in the data's units."""
     run, path, checkpoint = _checked(config, "predict", ckpt_path)
     outputs = runs.predict(run, path, checkpoint).results
-    return REPORTS[run.datamodule.task].table(run.datamodule, concat_predictions(outputs))
+    return kind_of(run.datamodule).report.table(run.datamodule, concat_predictions(outputs))
 
 
 def backtest(config: RunConfig, **settings: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from rnn_lightning.errors import UserInputError
-from rnn_lightning.reports import REPORTS
+from rnn_lightning.kinds import report_of
 from rnn_lightning.reports.common import Stage
 
 PLOT_DPI = 110
@@ -88,10 +88,10 @@ class PredictionPlots(Callback):
         if not trainer.is_global_zero or run_dir is None:
             return
         datamodule = trainer.datamodule
-        task = REPORTS.get(getattr(datamodule, "task", ""))
-        if task is None:
+        report = report_of(datamodule)
+        if report is None:
             return
-        figures = task.figures(pl_module, datamodule, stage, self.max_images)
+        figures = report.figures(pl_module, datamodule, stage, self.max_images)
         run_dir.mkdir(parents=True, exist_ok=True)
         writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         for name, figure in figures.items():
@@ -155,11 +155,11 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero or run_dir is None or not predictions:
             return
         datamodule = trainer.datamodule
-        task = REPORTS.get(getattr(datamodule, "task", ""))
-        if task is None:
+        report = report_of(datamodule)
+        if report is None:
             return
-        table = task.table(datamodule, concat_predictions(predictions))
+        table = report.table(datamodule, concat_predictions(predictions))
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / self.filename
         table.to_csv(self.path, index=False, float_format="%.6f")
-        print(f"predictions: wrote {len(table):,} rows to {self.path}; {task.summary(table)}")
+        print(f"predictions: wrote {len(table):,} rows to {self.path}; {report.summary(table)}")

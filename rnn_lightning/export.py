@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rnn_lightning.data.batches import Images, PriceWindows
 from rnn_lightning.errors import UserInputError, check_choice
+from rnn_lightning.kinds import DataKind, Port, ServingModule, kind_of
 from rnn_lightning.models.module import RecurrentModel
 from rnn_lightning.runs import read_checkpoint
 from rnn_lightning.version import __version__
@@ -54,8 +54,6 @@ FORMATS = ("onnx", "torchscript")
 EXTRA_HINT = "install the export extra: pip install -e '.[export]'"
 METADATA_KEY = "rnn_lightning"  # ONNX metadata_props key; TorchScript extra file METADATA_KEY + ".json"
 TORCHSCRIPT_EXTRA_FILE = f"{METADATA_KEY}.json"
-# The predict rows a file returns when the head does not name its own (``export_outputs``).
-DEFAULT_OUTPUTS = {"regression": ("prediction",), "classification": ("probabilities",)}
 # Agreement with the checkpoint: |file - predict| <= ATOL_FRACTION * max|predict| + RTOL * |predict|.
 # Both compute the same float32 network (only the kernels differ: onnxruntime's LSTM vs ATen's), so
 # they differ by float32 rounding (eps 1.2e-7) accumulated over the recurrence and readout, measured at
@@ -80,66 +78,6 @@ class ExportSettings:
 
     format: Literal["onnx", "torchscript"] = "onnx"
     path: str = "model.onnx"
-
-
-@dataclass(frozen=True)
-class Port:
-    """One named input or output of the exported graph: dtype and shape, ``batch`` being dynamic."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-    description: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "description": self.description}
-
-
-class PriceForecaster(nn.Module):
-    """Raw price windows (and last closes) -> the head's prediction rows, through the model's own path.
-
-    Args:
-        model: A :class:`~rnn_lightning.models.module.RecurrentModel` of a regression task.
-        outputs: The keys of the head's ``predict`` rows to return, in order.
-
-    The graph takes each window's last close too when the model's scaling reads it
-    (``needs_reference``: a relative target or window normalisation), otherwise the windows only.
-    """
-
-    outputs: tuple[str, ...]  # the predict rows returned, in order
-
-    def __init__(self, model: RecurrentModel, outputs: tuple[str, ...]) -> None:
-        super().__init__()
-        self.model = model
-        self.outputs = outputs
-
-    @property
-    def needs_last_close(self) -> bool:
-        return self.model.scaling.needs_reference
-
-    def forward(self, windows: Tensor, last_close: Tensor | None = None) -> tuple[Tensor, ...]:
-        """``windows`` (B, T, F) float64 and ``last_close`` (B,) float64 -> e.g. predicted closes (B,)."""
-        # Without a relative target or window_norm the last close is never read: zeros stand in for it.
-        ref = last_close if last_close is not None else windows.new_zeros(windows.shape[0])  # (B,)
-        batch = PriceWindows(windows, ref, ref)  # the close to predict is unknown and unused by predict
-        rows = self.model.forecast(batch)
-        return tuple(rows[key] for key in self.outputs)
-
-
-class ImageClassifier(nn.Module):
-    """uint8 pixels (B, 28, 28) -> the head's prediction rows (class probabilities (B, 10))."""
-
-    outputs: tuple[str, ...]  # the predict rows returned, in order
-
-    def __init__(self, model: RecurrentModel, outputs: tuple[str, ...]) -> None:
-        super().__init__()
-        self.model = model
-        self.outputs = outputs
-
-    def forward(self, pixels: Tensor) -> tuple[Tensor, ...]:
-        batch = Images(pixels, pixels.new_zeros(pixels.shape[0], dtype=torch.int64))  # labels: unused
-        rows = self.model.forecast(batch)
-        return tuple(rows[key] for key in self.outputs)
 
 
 def check_settings(settings: ExportSettings, ckpt_path: str | None) -> Path:
@@ -205,10 +143,8 @@ def write_export(
     """
     path = Path(settings.path)
     load_checkpoint(model, checkpoint, ckpt_path)
-    # The threaded path of parallel_directions cannot be traced; nn's own recurrent modules, whose standard
-    # ops the exporters know, give the same outputs. Set on this model only: nothing process-wide.
-    model.backbone.parallel_directions = False
-    wrapper = serving_module(model)
+    model = model.for_export()  # a copy: the model trained and checked stays as it is
+    wrapper = serving_module(model, kind_of(datamodule))
     inputs = split_inputs(model, datamodule)
     expected = expected_outputs(model, datamodule, wrapper.outputs)
     metadata = describe(model, datamodule, wrapper, settings.format, Path(ckpt_path).name)
@@ -250,44 +186,23 @@ def load_checkpoint(model: RecurrentModel, checkpoint: dict[str, Any], ckpt_path
         raise UserInputError(f"checkpoint {ckpt_path} holds no fitted scaling; export a checkpoint of a fit")
 
 
-def serving_module(model: RecurrentModel) -> PriceForecaster | ImageClassifier:
+def serving_module(model: RecurrentModel, kind: DataKind) -> ServingModule:
     """The wrapper that becomes the exported graph: raw inputs in, the head's prediction rows out."""
-    task = model.hparams.task
-    outputs = tuple(getattr(model.head, "export_outputs", None) or DEFAULT_OUTPUTS[task])
-    wrapper = PriceForecaster if task == "regression" else ImageClassifier
-    return wrapper(model, outputs).eval()
-
-
-def check_batch(model: RecurrentModel, datamodule: Any) -> PriceWindows | Images:
-    """The raw samples the file is checked on.
-
-    For prices every window then tomorrow's (what ``predict`` forecasts, a few hundred), for images the
-    test split.
-    """
-    if model.hparams.task == "regression":
-        every, tomorrow = datamodule.windows(), datamodule.forecast_window()
-        return PriceWindows(*(torch.cat([a, b]) for a, b in zip(every, tomorrow, strict=True)))
-    return Images(*datamodule.split_tensors("test"))
+    outputs = model.head.export_outputs() or kind.default_outputs
+    return kind.serving_module(model, tuple(outputs)).eval()
 
 
 def split_inputs(model: RecurrentModel, datamodule: Any) -> tuple[Tensor, ...]:
-    """The exported graph's inputs for :func:`check_batch`, in its input order.
-
-    The raw inputs in the scaling's ``raw_dtype``, then each sample's last close (float64) when the scaling
-    reads it (``needs_reference``).
-    """
-    batch = check_batch(model, datamodule)
-    x = batch.x.to(model.scaling.raw_dtype)
-    if model.scaling.needs_reference:
-        return (x, batch.ref.to(torch.float64))  # type: ignore[union-attr]  # needs_reference: PriceWindows
-    return (x,)
+    """The exported graph's inputs for the kind's check batch, in the graph's input order."""
+    kind = kind_of(datamodule)
+    return kind.export_inputs(model, kind.check_batch(datamodule))
 
 
 def expected_outputs(model: RecurrentModel, datamodule: Any, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The checkpoint's predictions on :func:`check_batch` through the project's predict path."""
     from rnn_lightning.reports.common import predict_all
 
-    batch = check_batch(model, datamodule)
+    batch = kind_of(datamodule).check_batch(datamodule)
     if not len(batch[0]):
         raise UserInputError("the test split is empty: nothing to check the exported file on")
     rows = predict_all(model, batch)
@@ -295,30 +210,16 @@ def expected_outputs(model: RecurrentModel, datamodule: Any, keys: tuple[str, ..
 
 
 def describe(
-    model: RecurrentModel, datamodule: Any, wrapper: PriceForecaster | ImageClassifier, fmt: str, checkpoint: str
+    model: RecurrentModel, datamodule: Any, wrapper: ServingModule, fmt: str, checkpoint: str
 ) -> dict[str, Any]:
     """The JSON stored in the file: inputs, outputs, data settings, model settings, version."""
+    kind = kind_of(datamodule)
     example = example_inputs(split_inputs(model, datamodule))
     with torch.no_grad():
         produced = wrapper(*example)
-    if isinstance(wrapper, PriceForecaster):
-        steps, features = model.hparams.sequence_length, model.hparams.input_size
-        names = list(getattr(model.scaling, "features", []))
-        inputs = [
-            Port(
-                "windows",
-                "float64",
-                ("batch", steps, features),
-                f"raw feature windows in the CSV's units, oldest day first; features {names}",
-            )
-        ]
-        if wrapper.needs_last_close:
-            inputs.append(Port("last_close", "float64", ("batch",), "each window's last known close"))
-    else:
-        inputs = [Port("pixels", "uint8", ("batch", 28, 28), "images, one row of pixels per time step")]
-    descriptions = {"prediction": "predicted value(s) in the data's units", "probabilities": "class probabilities"}
+    inputs = kind.input_ports(model, wrapper)
     outputs = [
-        Port(key, str(value.dtype).removeprefix("torch."), ("batch", *value.shape[1:]), descriptions.get(key, key))
+        Port(key, str(value.dtype).removeprefix("torch."), ("batch", *value.shape[1:]), kind.output_description(key))
         for key, value in zip(wrapper.outputs, produced, strict=True)
     ]
     identity = {}

@@ -15,6 +15,7 @@ built from, so a run built from Python is the run the command line builds.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -45,10 +46,11 @@ from rnn_lightning.callbacks import PredictionPlots, PredictionWriter
 from rnn_lightning.checkpointing import AtomicCheckpointIO, BestCheckpoint, last_checkpoint_defaults
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.errors import UserInputError, one_line_parser_error
+from rnn_lightning.kinds import kind_of
 from rnn_lightning.models.module import RecurrentModel
 
 # What the data determines, linked from the data module into the model: no config states it twice.
-LINKED_SIZES = ("task", "input_size", "sequence_length", "num_outputs", "scaling_spec")
+LINKED_SIZES = ("input_size", "sequence_length", "num_outputs", "scaling_spec")
 # Lightning defaults the project changes, where --print_config and the saved config.yaml show them.
 TRAINER_DEFAULTS = {"plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.AtomicCheckpointIO"}]}
 # The callback groups of one run's config (``--checkpoint.*`` ...), in the order the Trainer gets them.
@@ -97,6 +99,8 @@ def add_arguments(parser: LightningArgumentParser) -> None:
     """The project's own arguments: linked sizes, checkpoint and report callbacks, threads, speed-ups, optimizer."""
     for name in LINKED_SIZES:
         parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+    # The task the model's head serves is the data kind's (rnn_lightning.kinds).
+    parser.link_arguments("data", "model.task", compute_fn=data_task, apply_on="instantiate")
     # The best model by the monitored loss, and last.ckpt after every epoch (rnn_lightning/checkpointing.py).
     parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
     parser.set_defaults({"checkpoint.filename": "best-{epoch:03d}"})
@@ -121,6 +125,11 @@ def add_arguments(parser: LightningArgumentParser) -> None:
     parser.add_optimizer_args((Optimizer,))
     parser.add_lr_scheduler_args(LRSchedulerTypeTuple)
     LightningCLI.link_optimizers_and_lr_schedulers(parser)
+
+
+def data_task(datamodule: Any) -> str:
+    """The task of a data module's kind: what its model's head must serve."""
+    return kind_of(datamodule).task
 
 
 @lru_cache(maxsize=1)
@@ -429,6 +438,47 @@ def build(
     speedups.pace_progress_bar(trainer, configured, enabled=bool(config.get("speedups", True)))
     data = datamodule if datamodule is not None else init.data
     return Run(config=config, model=model, datamodule=data, trainer=trainer, stage=stage)
+
+
+def build_data(config: RunConfig, stage: str | None = "fit") -> LightningDataModule:
+    """The config's data module alone, read and checked for ``stage`` (None: built, not read).
+
+    What a workflow of many fits starts from (a backtest's folds, a search's trials, an export's check
+    samples): no model and no Trainer are built for it. Bad input is a one-line error, before any run
+    folder exists.
+    """
+    spec = config.get("data")
+    if spec is None or not spec.get("class_path"):
+        raise UserInputError("the config names no data module (data.class_path)")
+    module_name, _, class_name = str(spec["class_path"]).rpartition(".")
+    data_class = getattr(importlib.import_module(module_name), class_name)
+    init_args = spec.get("init_args")
+    kwargs = init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args or {})
+    datamodule: LightningDataModule = data_class(**kwargs)
+    if stage is not None:
+        datamodule.prepare_data()
+        datamodule.setup(stage)
+    return datamodule
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """The folder a workflow writes into, as the config's Trainer would name it (not created here).
+
+    The next ``lightning_logs/version_N`` under ``trainer.default_root_dir`` (the working directory when
+    unset), as Lightning's default TensorBoard logger numbers it; ``trainer.logger: false`` writes into
+    the root itself, as Lightning's ``Trainer.log_dir`` does without a logger.
+    """
+    root = config.get("trainer.default_root_dir") or os.getcwd()
+    logger = config.get("trainer.logger")
+    if logger is False:
+        return Path(root)
+    if isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith("TensorBoardLogger"):
+        args = logger.get("init_args") or Namespace()
+        chosen = TensorBoardLogger(
+            save_dir=args.get("save_dir") or root, name=args.get("name", "lightning_logs"), version=args.get("version")
+        )
+        return Path(chosen.log_dir)
+    return Path(TensorBoardLogger(save_dir=root, name="lightning_logs").log_dir)
 
 
 def instantiate(parser: LightningArgumentParser, namespace: Namespace) -> Namespace:

@@ -128,6 +128,7 @@ LAYERS = {
     "rnn_lightning.data": 2,
     "rnn_lightning.models": 2,
     "rnn_lightning.reports": 3,
+    "rnn_lightning.kinds": 3,  # what each kind of data tells the workflows (asks reports and scaling)
     "rnn_lightning.callbacks": 3,
     "rnn_lightning.runs": 4,
     "rnn_lightning.backtest": 5,

@@ -16,13 +16,14 @@ from rnn_lightning.errors import check_positive
 class InMemoryDataModule(pl.LightningDataModule):
     """Base for data modules whose whole data set fits in memory as tensors.
 
-    Subclasses describe the task through ``task``, ``input_size``, ``sequence_length``,
-    ``num_outputs`` and ``scaling_spec``; the CLI links those into the model, so no config states them
-    twice. A data module whose inputs need fitted scaling also offers ``fitted_scaling()``, which the
-    model takes when fitting starts.
+    Subclasses name their data kind (``kind``: what the workflows learn of the data, see
+    :mod:`rnn_lightning.kinds`) and describe the sizes through ``input_size``, ``sequence_length``,
+    ``num_outputs`` and ``scaling_spec``; the run factory links those (and the kind's task) into the
+    model, so no config states them twice. A data module whose inputs need fitted scaling also offers
+    ``fitted_scaling()``, which the model takes when fitting starts.
     """
 
-    task: str = "regression"
+    kind: str  # the name of its data kind (rnn_lightning.kinds), which says what the workflows need
 
     def __init__(self, batch_size: int) -> None:
         super().__init__()

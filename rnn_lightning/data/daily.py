@@ -83,7 +83,7 @@ class DailyPricesDataModule(InMemoryDataModule):
     # Names under which checkpoints of earlier versions filed this data module's state.
     former_names: tuple[str, ...] = ("KospiDataModule",)
 
-    task = "regression"
+    kind = "daily_prices"  # rnn_lightning.kinds.prices
 
     def __init__(
         self,
@@ -356,7 +356,7 @@ class DailyPricesDataModule(InMemoryDataModule):
     # The data settings travel inside every checkpoint, so a checkpoint is never used on other columns.
     def _identity(self) -> dict:
         return {
-            "task": self.task,
+            "kind": self.kind,
             "features": list(self.features),
             "target": self.target,
             "sequence_length": self.sequence_length,
@@ -373,7 +373,8 @@ class DailyPricesDataModule(InMemoryDataModule):
         if not saved:
             return
         mine = self._identity()
-        saved = {"horizon": 1, **saved}  # checkpoints from before horizons forecast one day
+        # Checkpoints from before horizons forecast one day; from before kinds, their identity named a task.
+        saved = {"horizon": 1, "kind": self.kind, **saved}
         differ = [k for k in mine if saved.get(k) != mine[k]]
         if differ:
             pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {mine[k]!r}" for k in differ)

@@ -11,6 +11,7 @@ The scaling lives in the model's ``state_dict``, so a checkpoint alone turns raw
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -21,12 +22,11 @@ from torch import Tensor, nn
 from rnn_lightning import speedups
 from rnn_lightning.errors import UserInputError, check_choice, check_positive
 from rnn_lightning.models.backbones import BACKBONES, RecurrentBackbone
-from rnn_lightning.models.ensemble import EnsembleHead
 from rnn_lightning.models.heads import (
     DEFAULT_QUANTILES,
     HEADS,
     TASK_KINDS,
-    DistributionHead,
+    EnsembleHead,
     Head,
     check_quantiles,
     default_head,
@@ -75,7 +75,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         members: Train an ensemble of this many independent networks (backbone, readout and output layer
             each) in one pass: one optimizer step updates all, on the sum of their losses, and gradient
             clipping by norm applies to each member apart. 1 is a solo model. Metrics, predictions and
-            exports are the ensemble's (:mod:`rnn_lightning.models.ensemble`; docs/ensembles.md).
+            exports are the ensemble's (:mod:`rnn_lightning.models.heads.ensemble`; docs/ensembles.md).
         readout: ``flatten`` feeds every time step's output to the head (the tutorial's
             ``Linear(T*H, out)``); ``last`` feeds only the final step.
         output_activation: ``none``, or ``sigmoid`` after the head (the tutorial's RNN).
@@ -155,13 +155,8 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         self.save_hyperparameters()
         self.hparams.quantiles = quantiles  # a list of floats, however the config spelled it
         head = resolve_head(head, task)
-        head_class = HEADS[head][1]
         self.scaling = build_scaling(task, input_size, scaling_spec)
-        head_module: Head = (
-            head_class(num_outputs, quantiles)  # a DistributionHead's signature
-            if issubclass(head_class, DistributionHead)
-            else head_class(num_outputs)  # type: ignore[call-arg]  # PointHead(horizon), ClassificationHead(classes)
-        )
+        head_module = HEADS[head][1].create(num_outputs, quantiles)
         # Each member is built as a solo model is, one after the other from the seeded generator: member 0
         # starts from the weights a solo model of the same seed starts from.
         backbones, layers = [], []
@@ -218,10 +213,9 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             self.scaling.set_fitted(**fitted())
         # The naive distribution of the quantile and Gaussian heads: fitted on the training windows' moves.
         moves = getattr(datamodule, "training_moves", None)
-        if self.head.needs_naive and callable(moves):
-            head: Any = self.head  # a DistributionHead or an EnsembleHead, which fit one
-            if stage == "fit" or not bool(head.naive_fitted):
-                head.fit_naive(moves())
+        if self.head.needs_naive() and callable(moves):
+            if stage == "fit" or not self.head.naive_is_fitted():
+                self.head.fit_naive(moves())
 
     def _step(self, stage: str, batch: Any) -> Tensor:
         out = self.outputs(batch)
@@ -237,6 +231,16 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step("test", batch)
+
+    def for_export(self) -> RecurrentModel:
+        """A copy of this model to trace: eval mode on the CPU, through nn's own recurrent kernels.
+
+        The threaded path of ``parallel_directions`` cannot be traced; nn's recurrent modules, whose
+        standard ops the exporters know, give the same outputs. The copy is changed, this model is not.
+        """
+        clone = copy.deepcopy(self).cpu().eval()
+        clone.backbone.parallel_directions = False
+        return clone
 
     def forecast(self, batch: Any) -> dict[str, Tensor]:
         """The head's prediction rows for one raw batch, in the data's units: the one forecast path.

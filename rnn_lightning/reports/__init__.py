@@ -1,15 +1,6 @@
-"""Each task's figures and prediction rows, beside each other: one module per task, one registry.
+"""Each data kind's figures and prediction rows, one module per kind (named by :mod:`rnn_lightning.kinds`).
 
-A task module provides ``figures(model, datamodule, stage, max_images) -> {name: Figure}``,
+A report module provides ``figures(model, datamodule, stage, max_images) -> {name: Figure}``,
 ``table(datamodule, outputs) -> DataFrame`` (the rows of ``predictions.csv``) and ``summary(table) -> str``.
-A third data source adds a module here and one entry below; the callbacks stay as they are.
+A kind names its report; the callbacks ask the kind.
 """
-
-from __future__ import annotations
-
-from types import ModuleType
-
-from rnn_lightning.reports import kospi, mnist
-
-# The data module's ``task`` -> the module that draws and tabulates it.
-REPORTS: dict[str, ModuleType] = {"regression": kospi, "classification": mnist}
