@@ -4,6 +4,7 @@ input, and the real CLI for every head at horizons 1 and 3."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,18 @@ import torch
 from helpers import CONFIGS, kospi_args, run_cli, scalars, write_price_csv
 from scipy import integrate, stats
 
+import rnn_lightning
+from rnn_lightning.data.batches import Images, PriceWindows
 from rnn_lightning.data.daily import DailyPricesDataModule
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.models.heads import (
+    HEADS,
+    EnsembleHead,
     GaussianHead,
+    Head,
     IntervalCoverage,
     IntervalWidth,
+    MemberSpread,
     PinballLoss,
     QuantileHead,
     check_quantiles,
@@ -99,6 +106,101 @@ def test_price_crps_is_the_crps_of_the_price_distribution(transform: str) -> Non
     expected = _crps_by_integration(dist.cdf, y, float(dist.ppf(1e-12)), float(dist.ppf(1 - 1e-12)))
     t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     assert float(price_crps(transform, t(mean), t(scale), t(ref), t(y))) == pytest.approx(expected, rel=1e-6)
+
+
+# --- what ensembles, exports and reports ask a head: methods, never attribute probes -------------------
+
+HEAD_METHODS = (
+    "create",
+    "export_outputs",
+    "interval_levels",
+    "interval_from_members",
+    "needs_naive",
+    "naive_is_fitted",
+    "fit_naive",
+    "member_score",
+    "member_errors",
+    "member_spread",
+    "member_interval",
+)
+
+
+PROBES = ("getattr", "hasattr")
+# What callers used to probe heads for, before each became a method (or went away).
+PROBED = {"export_outputs", "levels", "spread", "member_score", "member_interval", "needs_naive", "naive_fitted"}
+
+
+def test_no_module_probes_a_head_with_getattr() -> None:
+    """No ``getattr(``/``hasattr(`` on a head in the package: what callers ask of a head is a method.
+
+    A probe is one whose object or name mentions a head, one for a name heads answered by attribute, or
+    any inside the heads package (an ensemble's inner head).
+    """
+    package = Path(rnn_lightning.__file__).parent
+    probes = []
+    for path in sorted(package.rglob("*.py")):
+        in_heads = path.is_relative_to(package / "models" / "heads")
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in PROBES):
+                continue
+            args = [ast.unparse(a) for a in node.args[:2]]
+            names = {a.value for a in node.args[1:2] if isinstance(a, ast.Constant)}
+            if in_heads or "head" in " ".join(args).lower() or names & PROBED:
+                probes.append(f"{path.relative_to(package.parent)}:{node.lineno}: {ast.unparse(node)}")
+    assert not probes, "\n".join(probes)
+
+
+def _answers(head: Head) -> dict[str, object]:
+    return {
+        "export": head.export_outputs(),
+        "levels": head.interval_levels(),
+        "from_members": head.interval_from_members(),
+        "naive": head.needs_naive(),
+        "score": head.member_score(),
+    }
+
+
+@pytest.mark.parametrize("members", [1, 3])
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_every_head_family_answers_the_head_methods(name: str, members: int) -> None:
+    """Each family (solo and as an ensemble) answers what ensembles, exports and reports ask, by methods."""
+    defined = vars(Head)  # every method has its default on the base class
+    assert all(callable(defined.get(m)) or isinstance(defined.get(m), classmethod) for m in HEAD_METHODS)
+    levels = [0.2, 0.5, 0.8]
+    H = 10 if name == "classification" else 2
+    solo = HEADS[name][1].create(H, levels)
+    head = EnsembleHead(solo, members, levels) if members > 1 else solo
+    distribution = name in ("quantile", "gaussian")
+    spread = name == "point" and members > 1  # a point ensemble's interval is its members' spread
+    assert _answers(head) == {
+        "export": ("prediction", "quantiles") if distribution or spread else None,
+        "levels": levels if distribution or spread else None,
+        "from_members": spread,
+        "naive": distribution or spread,
+        "score": "acc" if name == "classification" else "rmse",
+    }
+    assert head.naive_is_fitted() is False
+    if head.needs_naive():
+        head.fit_naive(torch.randn(20, H, dtype=torch.float64))
+        assert head.naive_is_fitted() is True
+    assert isinstance(solo.member_spread(levels), MemberSpread) == (name == "point")
+
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(4, 5, solo.output_size(H), generator=g, dtype=torch.float64)  # (M, B, K)
+    if name == "classification":
+        batch = Images(torch.zeros(5, 28, 28, dtype=torch.uint8), torch.randint(0, 10, (5,), generator=g))
+        correct, count = solo.member_errors(out, batch, None)
+        torch.testing.assert_close(correct, (out.argmax(-1) == batch.y).sum(1))
+        assert count == 5
+        return
+    scaling = _scaling("diff", 10.0)
+    ref = torch.full((5,), 2000.0, dtype=torch.float64)
+    batch = PriceWindows(torch.zeros(5, 3, 1, dtype=torch.float64), ref, ref[:, None] + torch.randn(5, H, generator=g))
+    squares, count = solo.member_errors(out, batch, scaling)
+    assert squares.shape == (4,) and count == 5 * H
+    if name == "point":
+        quantiles = solo.member_interval(out, batch, scaling, levels)  # (B, H, Q)
+        assert quantiles.shape == (5, H, 3) and bool((quantiles.diff(dim=-1) >= 0).all())
 
 
 # --- heads: shapes, non-crossing, the naive distribution --------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from rnn_lightning.data.batches import Images, PriceWindows
-from rnn_lightning.models.ensemble import member_quantiles
+from rnn_lightning.models.heads import member_quantiles
 from rnn_lightning.models.members import MemberRecurrence
 from rnn_lightning.models.module import RecurrentModel
 

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from rnn_lightning.data.daily import DailyPricesDataModule
+from rnn_lightning.models.heads import Head
 from rnn_lightning.reports.common import STAGE_SPLITS, Stage, predict_all, rmse
 
 SPLIT_COLOURS = {"train": "tab:green", "val": "tab:orange", "test": "tab:red"}
@@ -25,9 +26,16 @@ def _first_day(values: np.ndarray, horizon: int) -> np.ndarray:
     return values if horizon == 1 else values[:, 0]
 
 
+def _head(pl_module: pl.LightningModule | None) -> Head | None:
+    """The model's head, or None without a model at hand."""
+    head = pl_module.head if pl_module is not None else None
+    return head if isinstance(head, Head) else None
+
+
 def _levels(pl_module: pl.LightningModule | None) -> list[float] | None:
     """The quantile levels of the model's head, or None for a point head (or no model at hand)."""
-    return getattr(getattr(pl_module, "head", None), "levels", None)
+    head = _head(pl_module)
+    return head.interval_levels() if head is not None else None
 
 
 def _interval_label(levels: list[float]) -> str:
@@ -75,8 +83,10 @@ def figures(
     members = int(pl_module.hparams.get("members", 1))
     backbone = pl_module.hparams.backbone
     who = f"model ({backbone})" if members == 1 else f"ensemble of {members} {backbone} models"
-    # A point ensemble's band is its members' spread (rnn_lightning/models/ensemble.py), not a forecast distribution.
-    band_source = "members'" if getattr(pl_module.head, "spread", None) is not None else "model"
+    # A point ensemble's band is its members' spread (rnn_lightning/models/heads/ensemble.py), not a forecast
+    # distribution.
+    head = _head(pl_module)
+    band_source = "members'" if head is not None and head.interval_from_members() else "model"
     for ax, part, marker in ((full, shown, None), (zoom, zoom_part, ".")):
         rows = slice(0, T + part.stop) if ax is full else slice(T + part.start, T + part.stop)
         ax.plot(dates[rows], close[rows], color="black", lw=1.2, marker=marker, label="actual close")
