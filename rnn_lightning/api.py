@@ -80,8 +80,7 @@ def backtest(config: RunConfig, **settings: Any) -> dict[str, Any]:
     unknown = sorted(set(settings) - known)
     if unknown:
         raise UserInputError(f"unknown backtest setting(s) {unknown}; choose from {sorted(known)}")
-    run, _, _ = _checked(config, "backtest")
-    return run_backtest(run.config, run.datamodule, BacktestSettings(**settings), run.trainer)
+    return run_backtest(runs.prepare_process(config), BacktestSettings(**settings))
 
 
 def tune(config: RunConfig, backtest: dict[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
@@ -105,5 +104,4 @@ def tune(config: RunConfig, backtest: dict[str, Any] | None = None, **settings: 
 def export(config: RunConfig, ckpt_path: str | os.PathLike, path: str | os.PathLike, format: str = "onnx") -> Path:
     """Write a checkpoint as one ONNX or TorchScript file, checked against predict (``rnn-lightning export``)."""
     settings = ExportSettings(format=format, path=os.fspath(path))  # type: ignore[arg-type]
-    run, ckpt, _ = _checked(config, "export", ckpt_path)
-    return run_export(run.model, run.datamodule, ckpt, settings)
+    return run_export(runs.prepare_process(config), os.fspath(ckpt_path), settings)

@@ -18,7 +18,7 @@ from rnn_lightning import runs
 from rnn_lightning.backtest import BacktestSettings, run_backtest
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.errors import UserInputError, one_line_parser_error, print_error, user_input_error
-from rnn_lightning.export import ExportSettings, check_settings, write_export
+from rnn_lightning.export import ExportSettings, run_export
 from rnn_lightning.models.module import RecurrentModel
 from rnn_lightning.tune.run import run_tune
 from rnn_lightning.tune.search import TuneSettings
@@ -44,11 +44,17 @@ class OneLineErrorParser(LightningArgumentParser):
         raise SystemExit(2)
 
 
-class RnnTrainer(Trainer):
-    """Lightning's Trainer plus the signatures of the project's own subcommands.
+# The subcommands that are workflows of many runs: plain functions of the config, given no Run.
+WORKFLOWS = ("backtest", "export", "tune")
 
-    LightningCLI builds a subcommand's arguments from the Trainer method of that name; the CLI's method
-    of the same name runs it.
+
+class RnnTrainer(Trainer):
+    """Lightning's Trainer plus the argument signatures of the project's workflow subcommands.
+
+    LightningCLI builds every subcommand's arguments from the Trainer method of that name (there is no
+    other public way to add a subcommand); the CLI's method of the same name runs the workflow, a plain
+    function of the parsed config (:func:`rnn_lightning.backtest.run_backtest` ...). No Trainer of this
+    class is built for a workflow.
     """
 
     def backtest(
@@ -113,8 +119,9 @@ class RnnLightningCLI(LightningCLI):
         checkpoint's hyperparameters; here a checkpoint of other sizes or another task is an error
         instead (:meth:`RecurrentModel.check_checkpoint` names the differences).
         """
-        if self.config.get("subcommand"):
-            self._read_ckpt(self.config[self.config.subcommand].get("ckpt_path"))
+        subcommand = self.config.get("subcommand")
+        if subcommand and subcommand not in WORKFLOWS:  # export reads and checks its own, after its settings
+            self._read_ckpt(self.config[subcommand].get("ckpt_path"))
 
     _ckpt_read: str | None = None
     _ckpt_contents: dict | None = None
@@ -132,10 +139,18 @@ class RnnLightningCLI(LightningCLI):
         self.run_config = runs.prepare_process(runs.RunConfig.from_namespace(self.config[self.subcommand]))
 
     def instantiate_classes(self) -> None:
-        """The subcommand's own arguments (``--ckpt_path``, ``--backtest.*`` ...), then the run, by the factory."""
+        """The subcommand's own arguments (``--ckpt_path``, ``--backtest.*`` ...), then the run, by the factory.
+
+        A workflow (backtest, export, tune) gets no run: it builds its own from the config. LightningCLI
+        then looks the subcommand up on ``self.trainer``, which for a workflow is the class holding its
+        signature, not a Trainer.
+        """
         if self.subcommand is None:
             raise UserInputError("name a subcommand: fit, validate, test, predict, backtest, tune or export")
         self.config_init = runs.instantiate(self.parser, self.config)
+        if self.subcommand in WORKFLOWS:
+            self.model, self.datamodule, self.trainer = None, None, self.trainer_class
+            return
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         self.run = runs.build(self.run_config, self.subcommand, ckpt_path=ckpt_path, trainer_class=self.trainer_class)
         self.model, self.datamodule, self.trainer = self.run.model, self.run.datamodule, self.run.trainer
@@ -145,13 +160,7 @@ class RnnLightningCLI(LightningCLI):
         self._read_ckpt(self.config_init[self.subcommand].get("ckpt_path"))
         runs.prepare_data(self.run, self._ckpt_contents, source=f"checkpoint {self._ckpt_read}")
 
-    before_validate = before_test = before_predict = before_backtest = before_tune = before_fit
-
-    def before_export(self) -> None:
-        # The export's own settings (format, folder, --ckpt_path, the installed extra) are checked first.
-        config = self.config_init[self.subcommand]
-        check_settings(config.get("export") or ExportSettings(), config.get("ckpt_path"))
-        self.before_fit()
+    before_validate = before_test = before_predict = before_fit
 
     # Each method's arguments are those of the Trainer method of its name, which LightningCLI parsed.
     def fit(self, model: LightningModule, **kwargs: Any) -> None:
@@ -167,17 +176,14 @@ class RnnLightningCLI(LightningCLI):
         runs.predict(self.run, kwargs.get("ckpt_path"), self._ckpt_contents)
 
     def backtest(self, model: LightningModule, **kwargs: Any) -> None:
-        settings = kwargs.get("backtest") or BacktestSettings()
-        run_backtest(self.run_config, self.run.datamodule, settings, self.run.trainer)
+        run_backtest(self.run_config, kwargs.get("backtest") or BacktestSettings())
 
     def tune(self, model: LightningModule, **kwargs: Any) -> None:
         backtest = kwargs.get("backtest") or BacktestSettings()
         run_tune(self.run_config, self.run.datamodule, backtest, kwargs.get("tune") or TuneSettings(), self.run.trainer)
 
     def export(self, model: LightningModule, **kwargs: Any) -> None:
-        assert self._ckpt_contents is not None  # before_export checked that --ckpt_path is a file
-        settings = kwargs.get("export") or ExportSettings()
-        write_export(self.run.model, self.run.datamodule, self._ckpt_contents, str(kwargs["ckpt_path"]), settings)
+        run_export(self.run_config, kwargs.get("ckpt_path"), kwargs.get("export") or ExportSettings())
 
 
 def main(args: list[str] | None = None) -> None:

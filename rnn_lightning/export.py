@@ -44,10 +44,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnn_lightning import runs
 from rnn_lightning.errors import UserInputError, check_choice
 from rnn_lightning.kinds import DataKind, Port, ServingModule, kind_of
 from rnn_lightning.models.module import RecurrentModel
-from rnn_lightning.runs import read_checkpoint
+from rnn_lightning.runs import RunConfig, read_checkpoint
 from rnn_lightning.version import __version__
 
 FORMATS = ("onnx", "torchscript")
@@ -105,18 +106,26 @@ def check_settings(settings: ExportSettings, ckpt_path: str | None) -> Path:
     return path
 
 
-def run_export(model: RecurrentModel, datamodule: Any, ckpt_path: str | None, settings: ExportSettings) -> Path:
-    """Check the settings, read the checkpoint and :func:`write_export` (the Python API's path).
+def run_export(config: RunConfig, ckpt_path: str | None, settings: ExportSettings) -> Path:
+    """``rnn-lightning export``: a plain function of the config, the checkpoint and ``--export.*``.
+
+    The settings and the checkpoint are checked before any data is read; the model and its data module
+    come from the run factory (no Trainer: nothing trains), the data read for ``test``, the checkpoint
+    checked against both, then :func:`write_export`.
 
     Args:
-        model: A model built from the checkpoint's config (:func:`rnn_lightning.runs.build`), not yet loaded.
-        datamodule: The config's data module, set up for ``test``.
+        config: The checkpoint's config (its model and data settings).
         ckpt_path: The checkpoint file.
         settings: ``--export.*``.
     """
     check_settings(settings, ckpt_path)
     assert ckpt_path is not None  # check_settings refuses a missing one
-    return write_export(model, datamodule, read_checkpoint(ckpt_path), ckpt_path, settings)
+    checkpoint = read_checkpoint(ckpt_path)
+    model, datamodule = runs.build_model(config)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    runs.check_checkpoint(model, datamodule, checkpoint, source=f"checkpoint {ckpt_path}")
+    return write_export(model, datamodule, checkpoint, ckpt_path, settings)
 
 
 def write_export(

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch import LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.accelerators import Accelerator, CPUAccelerator, CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import (
     LightningArgumentParser,
@@ -440,6 +441,12 @@ def build(
     return Run(config=config, model=model, datamodule=data, trainer=trainer, stage=stage)
 
 
+def build_model(config: RunConfig) -> tuple[RecurrentModel, LightningDataModule]:
+    """A fresh model and its data module (not read), linked as :func:`build` links them; no Trainer."""
+    init = instantiate(run_parser(), config.namespace)
+    return init.model, init.data
+
+
 def build_data(config: RunConfig, stage: str | None = "fit") -> LightningDataModule:
     """The config's data module alone, read and checked for ``stage`` (None: built, not read).
 
@@ -459,6 +466,41 @@ def build_data(config: RunConfig, stage: str | None = "fit") -> LightningDataMod
         datamodule.prepare_data()
         datamodule.setup(stage)
     return datamodule
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a config's Trainer would train: its accelerator and how many processes (world size)."""
+
+    accelerator: Accelerator
+    world_size: int
+
+
+def placement(config: RunConfig) -> Placement:
+    """The accelerator and world size ``trainer.accelerator``/``devices``/``num_nodes`` ask for, with no Trainer.
+
+    ``auto`` is resolved as Lightning resolves it (a CUDA GPU, then Apple's MPS, then the CPU; all of the
+    GPUs, one CPU process), through each accelerator's public ``is_available``. What a workflow needs to
+    decide whether its folds or trials may run in forked CPU processes.
+    """
+    name = config.get("trainer.accelerator") or "auto"
+    if isinstance(name, Accelerator):
+        accelerator = name
+    elif name == "auto":
+        accelerator = next((a() for a in (CUDAAccelerator, MPSAccelerator) if a.is_available()), CPUAccelerator())
+    else:
+        chosen = {"cpu": CPUAccelerator, "gpu": CUDAAccelerator, "cuda": CUDAAccelerator, "mps": MPSAccelerator}
+        accelerator = chosen.get(str(name), CUDAAccelerator)()  # tpu, hpu ...: not a CPU either way
+    devices = config.get("trainer.devices", "auto")
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif isinstance(devices, int) or str(devices).lstrip("-").isdigit():
+        count = int(devices)
+        if count == -1:
+            count = accelerator.auto_device_count()
+    else:  # "auto"
+        count = 1 if isinstance(accelerator, CPUAccelerator) else accelerator.auto_device_count()
+    return Placement(accelerator, max(1, count) * int(config.get("trainer.num_nodes") or 1))
 
 
 def new_run_dir(config: RunConfig) -> Path:
@@ -507,13 +549,20 @@ def prepare_data(run: Run, checkpoint: dict[str, Any] | None = None, source: str
         run.datamodule.prepare_data()
         run.datamodule.setup({"backtest": "fit", "tune": "fit", "export": "test"}.get(run.stage, run.stage))
     if checkpoint is not None:
-        run.model.check_checkpoint(checkpoint, source=source)
-        # Lightning files a data module's state under its class name; a data module that was renamed
-        # lists its old names (DailyPricesDataModule: KospiDataModule), so older checkpoints still load.
-        names = [type(run.datamodule).__qualname__, *getattr(run.datamodule, "former_names", ())]
-        state = next((checkpoint[n] for n in names if checkpoint.get(n)), None)
-        if state:
-            run.datamodule.load_state_dict(state)
+        check_checkpoint(run.model, run.datamodule, checkpoint, source)
+
+
+def check_checkpoint(
+    model: RecurrentModel, datamodule: LightningDataModule, checkpoint: dict[str, Any], source: str
+) -> None:
+    """Refuse a checkpoint of other sizes, another task or other data settings (one line each)."""
+    model.check_checkpoint(checkpoint, source=source)
+    # Lightning files a data module's state under its class name; a data module that was renamed
+    # lists its old names (DailyPricesDataModule: KospiDataModule), so older checkpoints still load.
+    names = [type(datamodule).__qualname__, *getattr(datamodule, "former_names", ())]
+    state = next((checkpoint[n] for n in names if checkpoint.get(n)), None)
+    if state:
+        datamodule.load_state_dict(state)
 
 
 def read_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, Any]:

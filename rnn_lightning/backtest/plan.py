@@ -9,7 +9,6 @@ training and its best-checkpoint choice cannot see the test period, by construct
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from dataclasses import dataclass
@@ -264,15 +263,7 @@ def fold_view(source: DailyPricesDataModule, fold: Fold) -> DailyPricesDataModul
     takes in ``setup("fit")``) uses the fold's training rows only. The CSV is not read again: the tensors
     are slices (views) of the source's.
     """
-    offset = window_offset(source)
-    rows = slice(fold.start, fold.train_stop + offset)
-    view = copy.copy(source)  # the same class and settings, the frame already loaded
-    view.dates = source.dates.iloc[rows].reset_index(drop=True)
-    view.close = source.close[rows]
-    view.raw_features = source.raw_features[rows]
-    view.num_windows = fold.train_stop - fold.start
-    view.num_train = fold.val_start - fold.start
-    view.num_val = fold.train_stop - fold.val_start
+    view = source.window_view(fold.start, fold.val_start, fold.train_stop)
     # The view must be the source's windows, re-indexed: cheap to check, and it catches a data module whose
     # internals no longer match this construction.
     mine, theirs = view.windows(), source.windows(slice(fold.start, fold.train_stop))

@@ -53,6 +53,7 @@ from rnn_lightning.backtest.plan import (
 from rnn_lightning.backtest.stats import fold_metrics
 from rnn_lightning.checkpointing import BestCheckpoint
 from rnn_lightning.errors import UserInputError, print_error
+from rnn_lightning.kinds import kind_of
 
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
@@ -287,41 +288,41 @@ def _run_workers(run: BacktestRun, folds: list[Fold], workers: int) -> tuple[lis
     return [d for d, _ in found], [m for _, m in found]
 
 
-def run_backtest(
-    config: runs.RunConfig, datamodule: Any, settings: BacktestSettings, trainer: Trainer
-) -> dict[str, Any]:
-    """Run every fold (or one shard's, or merge shards) and write the run folder's outputs.
+def run_backtest(config: runs.RunConfig, settings: BacktestSettings) -> dict[str, Any]:
+    """``rnn-lightning backtest``: every fold (or one shard's, or merge shards), and the run folder's outputs.
+
+    A plain function of the config: the data is read once (:func:`rnn_lightning.runs.build_data`), the run
+    folder is the one the config's Trainer would write (:func:`rnn_lightning.runs.new_run_dir`), created
+    only after every check, and every fold is built from the config by the run factory.
 
     Args:
-        config: The run's config; every fold is built from it by the run factory.
-        datamodule: The config's data module, already read and checked (:func:`rnn_lightning.runs.prepare_data`).
+        config: The run's config.
         settings: ``--backtest.*``.
-        trainer: The run's own Trainer (its logger names the run folder; its accelerator decides the workers).
-            No fold trains with it.
 
     Returns:
         The summary (``summary.json``'s contents), with ``run_dir``.
     """
-    from rnn_lightning.data.daily import DailyPricesDataModule
-
     check_settings(settings)
     plots = bool(config.get("plots.enabled", True))
     if settings.merge:
         found = read_fold_dirs([Path(p) for p in settings.merge])
         check_merge(found)
-        run_dir = Path(trainer.log_dir or ".")
+        run_dir = runs.new_run_dir(config)
         for fold_dir, _ in found:
             shutil.copytree(fold_dir, run_dir / fold_dir.name, dirs_exist_ok=True)
         merged = BacktestSettings(**found[0][1]["settings"])
         return _finish(run_dir, [d for d, _ in found], [m for _, m in found], merged, plots)
-    if not isinstance(datamodule, DailyPricesDataModule):
+    datamodule = runs.build_data(config, "fit")
+    kind = kind_of(datamodule)
+    if not kind.walks_forward:
         raise UserInputError(
-            f"backtest needs a daily price data module (DailyPricesDataModule), not {type(datamodule).__name__}"
+            f"backtest walks forward through a series; {type(datamodule).__name__} holds {kind.name}, which has no "
+            "time order to walk (test it with `rnn-lightning test`)"
         )
     folds = folds_for(datamodule, settings)
     mine = shard_folds(folds, parse_shard(settings.shard, settings.folds))
-    workers = resolve_workers(settings, trainer, len(mine))
-    run_dir = Path(trainer.log_dir or ".")  # lightning_logs/version_N: created only now, after every check
+    workers = resolve_workers(settings, runs.placement(config), len(mine))
+    run_dir = runs.new_run_dir(config)  # lightning_logs/version_N: created only now, after every check
     run_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"backtest: {len(mine)} of {len(folds)} folds of {settings.test_size} test days, {settings.window} "

@@ -15,6 +15,7 @@ its ``state_dict``: see :mod:`rnn_lightning.models.scaling`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from pathlib import Path
@@ -191,6 +192,27 @@ class DailyPricesDataModule(InMemoryDataModule):
         )  # (N, F)
         self.num_windows, self.num_train, self.num_val = num_windows, split - val, val
         self._frame_loaded = True
+
+    def window_view(self, start: int, val_start: int, stop: int) -> DailyPricesDataModule:
+        """A copy of this read data module holding windows ``[start, stop)`` only: a backtest fold's data.
+
+        Windows ``[start, val_start)`` are its training split, ``[val_start, stop)`` its validation split
+        and it has no test split. It holds rows ``[start, stop + offset)`` (``offset`` the rows from a
+        window's first row to its last target row, plus one): the inputs and targets of those windows and
+        nothing later, so the scaling its ``fitted_scaling()`` fits uses the view's training rows only.
+        The CSV is not read again: the tensors are slices (views) of this module's; this module is not
+        changed.
+        """
+        offset = len(self.close) - self.num_windows
+        rows = slice(start, stop + offset)
+        view = copy.copy(self)  # the same class and settings, the frame already loaded
+        view.dates = self.dates.iloc[rows].reset_index(drop=True)
+        view.close = self.close[rows]
+        view.raw_features = self.raw_features[rows]
+        view.num_windows = stop - start
+        view.num_train = val_start - start
+        view.num_val = stop - val_start
+        return view
 
     def _feature(self, frame: pd.DataFrame, name: str) -> np.ndarray:
         if name in DERIVED_FEATURES:

@@ -42,6 +42,7 @@ class DailyPrices(DataKind):
     name = "daily_prices"
     task = "regression"
     tune_objective = "backtest"
+    walks_forward = True
     baseline = "naive"
     report = kospi
     default_outputs = ("prediction",)
