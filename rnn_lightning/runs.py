@@ -23,7 +23,7 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -252,13 +252,7 @@ def prepare_process(config: RunConfig) -> RunConfig:
     ``config.yaml`` shows them.
     """
     enabled = speedups.switch_allowed(bool(config.get("speedups", True)))
-    speedups.apply_process(enabled)
-    threads = config.get("num_threads")
-    if threads:
-        torch.set_num_threads(threads)
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _NoAdvertisement) for f in logger.filters):
-        logger.addFilter(_NoAdvertisement())
+    apply_process_settings(enabled, config.get("num_threads"))
     if enabled:
         return config
     values = config.namespace.clone()
@@ -266,6 +260,21 @@ def prepare_process(config: RunConfig) -> RunConfig:
         values[f"model.{key}"] = value
     values["speedups"] = False
     return RunConfig(values)
+
+
+@cache
+def apply_process_settings(speedups_enabled: bool, threads: int | None) -> None:
+    """The process-wide part of :func:`prepare_process`, once per process and settings.
+
+    A second run with the same settings in one process (a notebook calling ``api.fit`` twice, a search's
+    trials) changes nothing global: no allocator call, no thread change, no second logger filter.
+    """
+    speedups.apply_process(speedups_enabled)
+    if threads:
+        torch.set_num_threads(threads)
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertisement) for f in logger.filters):
+        logger.addFilter(_NoAdvertisement())
 
 
 @contextlib.contextmanager

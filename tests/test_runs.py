@@ -10,6 +10,7 @@ import yaml
 from helpers import CONFIGS, only_version_dir, run_cli, write_price_csv
 
 import rnn_lightning.backtest.plan as plan
+from rnn_lightning import runs
 
 
 def old_config(path: Path, csv: Path, features: list[str], class_path: str) -> Path:
@@ -93,3 +94,24 @@ def test_backtest_workers_default_to_the_usable_cores(
     # The same outputs either way (the folds are seeded by their index).
     auto, one = only_version_dir(tmp_path / "auto"), only_version_dir(tmp_path / "one")
     assert (auto / "backtest.csv").read_bytes() == (one / "backtest.csv").read_bytes()
+
+
+def test_process_settings_happen_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second run with the same settings in one process changes nothing global."""
+    import logging
+
+    from rnn_lightning import speedups
+
+    calls: list[bool] = []
+    monkeypatch.setattr(speedups, "apply_process", lambda enabled: calls.append(enabled) or {})
+    runs.apply_process_settings.cache_clear()
+    config = runs.load_config(CONFIGS / "kospi_gru.yaml", overrides={"num_threads": 1})
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    runs.prepare_process(config)
+    filters = list(logger.filters)
+    runs.prepare_process(config)
+    runs.prepare_process(config.override({"trainer.max_epochs": 3}))  # not a process setting
+    assert calls == [True] and logger.filters == filters
+    runs.prepare_process(config.override({"speedups": False}))
+    assert calls == [True, False]
+    runs.apply_process_settings.cache_clear()
