@@ -95,10 +95,7 @@ def tune(config: RunConfig, backtest: dict[str, Any] | None = None, **settings: 
         unknown = sorted(set(given) - known)
         if unknown:
             raise UserInputError(f"unknown {kind.__name__} {unknown}; choose from {sorted(known)}")
-    run, _, _ = _checked(config, "tune")
-    return run_tune(
-        run.config, run.datamodule, BacktestSettings(**(backtest or {})), TuneSettings(**settings), run.trainer
-    )
+    return run_tune(runs.prepare_process(config), BacktestSettings(**(backtest or {})), TuneSettings(**settings))
 
 
 def export(config: RunConfig, ckpt_path: str | os.PathLike, path: str | os.PathLike, format: str = "onnx") -> Path:

@@ -179,8 +179,7 @@ class RnnLightningCLI(LightningCLI):
         run_backtest(self.run_config, kwargs.get("backtest") or BacktestSettings())
 
     def tune(self, model: LightningModule, **kwargs: Any) -> None:
-        backtest = kwargs.get("backtest") or BacktestSettings()
-        run_tune(self.run_config, self.run.datamodule, backtest, kwargs.get("tune") or TuneSettings(), self.run.trainer)
+        run_tune(self.run_config, kwargs.get("backtest") or BacktestSettings(), kwargs.get("tune") or TuneSettings())
 
     def export(self, model: LightningModule, **kwargs: Any) -> None:
         run_export(self.run_config, kwargs.get("ckpt_path"), kwargs.get("export") or ExportSettings())

@@ -131,6 +131,7 @@ LAYERS = {
     "rnn_lightning.kinds": 3,  # what each kind of data tells the workflows (asks reports and scaling)
     "rnn_lightning.callbacks": 3,
     "rnn_lightning.runs": 4,
+    "rnn_lightning.workers": 4,  # forked worker processes of a backtest's folds and a search's trials
     "rnn_lightning.backtest": 5,
     "rnn_lightning.export": 5,
     "rnn_lightning.tune": 6,  # a search of backtests

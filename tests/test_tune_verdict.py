@@ -13,13 +13,13 @@ from scipy import optimize, stats
 
 from rnn_lightning.backtest.stats import diebold_mariano
 from rnn_lightning.errors import UserInputError
+from rnn_lightning.tune.summary import Verdict
 from rnn_lightning.tune.verdict import (
     BootstrapSettings,
     _dm_pvalues_model_better,
     detectable_ratio,
     spa_test,
     stepm,
-    verdict_paragraph,
 )
 
 DAYS = 500
@@ -139,6 +139,11 @@ def test_more_days_detect_smaller_edges() -> None:
     assert abs(short - analytic_ratio(200)) <= 0.02 and abs(long - analytic_ratio(2000)) <= 0.01
     # none of the grid detectable on 12 days: NaN
     assert math.isnan(detectable_ratio(rng.standard_normal(12), BootstrapSettings(), grid=[0.95, 0.99]))
+
+
+def verdict_paragraph(summary: dict) -> str:
+    """The paragraph of a verdict read back from summary.json's keys."""
+    return Verdict.from_summary(summary).paragraph()
 
 
 SUMMARY = {

@@ -19,8 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,8 +51,9 @@ from rnn_lightning.backtest.plan import (
 )
 from rnn_lightning.backtest.stats import fold_metrics
 from rnn_lightning.checkpointing import BestCheckpoint
-from rnn_lightning.errors import UserInputError, print_error
+from rnn_lightning.errors import UserInputError
 from rnn_lightning.kinds import kind_of
+from rnn_lightning.workers import run_forked
 
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
@@ -75,18 +75,36 @@ UNSIGNED_KEYS = (
 UNSIGNED_SETTINGS = ("shard", "merge", "workers")
 
 
-def signature(config: runs.RunConfig, source: DailyPricesDataModule, settings: BacktestSettings) -> str:
-    """A hash of everything that decides the folds' results: config (less :data:`UNSIGNED_KEYS`), settings, data."""
+def config_signature(
+    config: runs.RunConfig,
+    settings: BacktestSettings,
+    data: Iterable[bytes],
+    *,
+    unsigned: Sequence[str] = UNSIGNED_KEYS,
+    **extra: Any,
+) -> str:
+    """A hash of everything that decides a workflow's results: config, folds, ``extra`` values and data.
+
+    The config less the ``unsigned`` keys, the backtest settings less :data:`UNSIGNED_SETTINGS`, the
+    ``extra`` values (a search adds its space and hold-out) and the data's bytes, in order. The one
+    signature of a backtest's folds (:func:`signature`, which merge compares) and of a search's study
+    (:func:`rnn_lightning.tune.study.study_signature`).
+    """
     values = config.namespace.clone()
-    for key in UNSIGNED_KEYS:
+    for key in unsigned:
         if key in values:
             del values[key]
     folds = {k: v for k, v in asdict(settings).items() if k not in UNSIGNED_SETTINGS}
-    text = json.dumps({"config": values.as_dict(), "backtest": folds}, sort_keys=True, default=str)
+    text = json.dumps({"config": values.as_dict(), "backtest": folds, **extra}, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode())
-    digest.update(source.close.numpy().tobytes())
-    digest.update(source.raw_features.numpy().tobytes())
+    for chunk in data:
+        digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+def signature(config: runs.RunConfig, source: DailyPricesDataModule, settings: BacktestSettings) -> str:
+    """A backtest's signature: config (less :data:`UNSIGNED_KEYS`), settings and every close and feature."""
+    return config_signature(config, settings, (source.close.numpy().tobytes(), source.raw_features.numpy().tobytes()))
 
 
 def _best_state(trainer: Trainer) -> dict[str, torch.Tensor] | None:
@@ -239,15 +257,6 @@ def _run_folds(run: BacktestRun, folds: list[Fold]) -> tuple[list[Path], list[di
     return fold_dirs, metas
 
 
-def _worker(run: BacktestRun, folds: list[Fold]) -> None:
-    """One worker process's folds; a bad input found only now ends it with the CLI's one-line error."""
-    try:
-        _run_folds(run, folds)
-    except UserInputError as err:
-        print_error(err)
-        raise SystemExit(2) from None
-
-
 def _run_workers(run: BacktestRun, folds: list[Fold], workers: int) -> tuple[list[Path], list[dict[str, Any]]]:
     """Run ``folds`` in ``workers`` forked processes (every ``workers``-th fold each) and read their folders.
 
@@ -256,33 +265,12 @@ def _run_workers(run: BacktestRun, folds: list[Fold], workers: int) -> tuple[lis
     outputs are those of one process. A failed worker ends the run with a one-line error (exit status 1,
     or 2 for a bad input); the folders of the folds that finished stay.
     """
-    import multiprocessing
-
-    sys.stdout.flush()  # or the children would print what this process buffered, again
-    sys.stderr.flush()
-    context = multiprocessing.get_context("fork")
-    processes = [
-        context.Process(target=_worker, args=(run, folds[w::workers]), name=f"backtest-worker-{w + 1}")
-        for w in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    try:
-        for process in processes:
-            process.join()
-    finally:
-        for process in processes:
-            if process.is_alive():  # interrupted: take the others down too
-                process.terminate()
-                process.join()
-    failed = [(w + 1, p.exitcode) for w, p in enumerate(processes) if p.exitcode]
-    if failed:
-        worker, code = failed[0]
-        print_error(
-            f"backtest worker {worker} of {workers} failed (exit status {code}); "
-            f"the finished folds' folders are in {run.run_dir}"
-        )
-        raise SystemExit(2 if code == 2 else 1)
+    run_forked(
+        "backtest",
+        _run_folds,
+        [(run, folds[w::workers]) for w in range(workers)],
+        after_failure=f"the finished folds' folders are in {run.run_dir}",
+    )
     wanted = {fold.index for fold in folds}
     found = [(d, m) for d, m in read_fold_dirs([run.run_dir]) if m["fold"] in wanted]
     return [d for d, _ in found], [m for _, m in found]

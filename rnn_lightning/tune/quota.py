@@ -6,10 +6,14 @@ finished trials and the running trials numbered before it (trial numbers are uni
 by the storage); when those fill the quota it marks itself ``surplus`` and ends as failed without running,
 so the later of two racing trials yields. A running trial that dies is failed by its stale heartbeat, and
 a new trial takes the freed slot.
+
+:func:`tally` is the one count of a study's trials by state: the quota's, the progress lines' and the
+verdict's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -17,25 +21,40 @@ class Surplus(Exception):
     """A trial started after the quota was filled by finished and earlier running trials; it does not run."""
 
 
-def counts(study: Any) -> tuple[int, int]:
-    """Finished (complete or pruned) and running trials of ``study``, less the surplus ones."""
-    from optuna.trial import TrialState
+@dataclass(frozen=True)
+class Tally:
+    """A study's trials by state, less the surplus ones (which yielded their slot without running)."""
 
-    trials = study.get_trials(deepcopy=False)
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    running = sum(t.state == TrialState.RUNNING and not t.user_attrs.get("surplus") for t in trials)
-    return finished, running
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Complete and pruned trials: what ``--tune.trials`` counts."""
+        return self.complete + self.pruned
+
+
+def tally(study: Any, running_before: int | None = None) -> Tally:
+    """The trials of ``study`` by state; with ``running_before``, only running trials numbered before it."""
+    states = [
+        t.state.name
+        for t in study.get_trials(deepcopy=False)
+        if not t.user_attrs.get("surplus")
+        and (running_before is None or t.state.name != "RUNNING" or t.number < running_before)
+    ]
+    return Tally(
+        complete=states.count("COMPLETE"),
+        pruned=states.count("PRUNED"),
+        failed=states.count("FAIL"),
+        running=states.count("RUNNING"),
+    )
 
 
 def claim(trial: Any, quota: int) -> None:
     """Raise :class:`Surplus` (after marking the trial) unless this trial has a slot of the ``quota``."""
-    from optuna.trial import TrialState
-
-    others = trial.study.get_trials(deepcopy=False)
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in others)
-    ahead = sum(
-        t.state == TrialState.RUNNING and t.number < trial.number and not t.user_attrs.get("surplus") for t in others
-    )
-    if finished + ahead >= quota:
+    ahead = tally(trial.study, running_before=trial.number)
+    if ahead.finished + ahead.running >= quota:
         trial.set_user_attr("surplus", True)
         raise Surplus(f"trial {trial.number}: the {quota} trials are finished or running elsewhere")

@@ -11,7 +11,8 @@ This module holds the statistics that correct for the searching:
   family-wise error rate held at ``size`` (``arch.bootstrap.StepM``).
 * :func:`detectable_ratio`: how good a forecast must be (its RMSE ratio to the naive forecast) before these
   days could tell it from the naive forecast at all; the test's resolution, by simulation.
-* :func:`verdict_paragraph`: the paragraph ``rnn-lightning tune`` prints from those numbers.
+
+The paragraph printed from these numbers is :meth:`rnn_lightning.tune.summary.Verdict.paragraph`.
 
 Losses are per-day squared errors in price units, lower is better. Plain functions over numpy and pandas:
 no Optuna, no torch of their own.
@@ -39,7 +40,6 @@ __all__ = [
     "detectable_ratio",
     "spa_test",
     "stepm",
-    "verdict_paragraph",
 ]
 
 BOOTSTRAPS = ("stationary", "circular", "moving block")  # arch's names (it also takes sb, cbb, mbb)
@@ -346,82 +346,3 @@ def detectable_ratio(
         else:
             high = middle
     return float(ratios[low])
-
-
-def _p(value: float) -> str:
-    """``p = 0.041`` (two significant digits) or ``p < 0.001``."""
-    return "p < 0.001" if value < 0.001 else f"p = {value:.2g}"
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def verdict_paragraph(summary: dict[str, Any]) -> str:
-    """The paragraph ``rnn-lightning tune`` prints after searching: the best trial, corrected for the search.
-
-    Each sentence follows its numbers: the SPA p-value against ``level`` decides between "at least one
-    configuration beats the naive forecast" and "no configuration beats the naive forecast".
-
-    Keys read from ``summary``:
-
-    * ``completed`` (int): trials scored on every tuning day, the K of the SPA test.
-    * ``pruned``, ``failed`` (int, optional, default 0): trials left out of it; named when > 0.
-    * ``best_score`` (float): the best trial's RMSE ratio to the naive forecast over the tuning folds.
-    * ``objective`` (str, optional, default ``rmse_ratio``): what ``best_score`` is; another name (a
-      validation loss) is printed as it is.
-    * ``best_dm_pvalue`` (float or None): its own Diebold-Mariano p-value, as if it had been the only trial.
-    * ``spa_pvalue`` (float or None): :func:`spa_test`'s consistent p-value over the ``completed`` trials;
-      None (no SPA test, e.g. not a price forecast) leaves its sentence out.
-    * ``stepm_superior`` (list): :func:`stepm`'s trials, named as given.
-    * ``level`` (float, optional, default 0.05): the SPA p-value below which the verdict is "beats".
-    * ``holdout_days``, ``holdout_rmse_ratio``, ``holdout_dm_pvalue``: the chosen configuration on the
-      held-out days; 0 or None: no days were held out (said so); ``holdout_days`` absent: no sentence.
-    * ``test_metrics`` (dict, optional): the best trial tested once on the test split (images).
-    * ``tuning_days`` (int) and ``detectable_ratio`` (float): :func:`detectable_ratio` on the days the trials
-      were scored on; NaN or None: nothing on the grid was detectable; ``tuning_days`` absent: no sentence.
-    """
-    completed = int(summary["completed"])
-    left_out = [
-        _count(int(summary.get(key) or 0), "trial") + f" {key}"
-        for key in ("pruned", "failed")
-        if int(summary.get(key) or 0) > 0
-    ]
-    aside = f" ({' and '.join(left_out)} left out)" if left_out else ""
-    objective = summary.get("objective") or "rmse_ratio"
-    what = "RMSE ratio" if objective == "rmse_ratio" else objective
-    own = summary.get("best_dm_pvalue")
-    where = "over the tuning folds" if objective == "rmse_ratio" else "on the validation split"
-    sentences = [
-        f"Best of {_count(completed, 'completed trial')}{aside}: {what} {summary['best_score']:.3f} {where}"
-        + (f" (DM {_p(own)} on its own)." if own is not None else ".")
-    ]
-    tested = summary.get("test_metrics")
-    if tested:
-        shown = ", ".join(f"{k} {float(v):.4f}" for k, v in sorted(tested.items()))
-        sentences.append(f"Tested once on the untouched test split: {shown}.")
-    if summary.get("spa_pvalue") is not None:
-        spa, level = float(summary["spa_pvalue"]), float(summary.get("level", 0.05))
-        if spa < level:
-            superior = list(summary.get("stepm_superior") or [])
-            named = f"StepM: trials {', '.join(map(str, superior))}" if superior else "StepM names no single trial"
-            finding = f"at least one configuration beats the naive forecast ({named})"
-        else:
-            finding = "no configuration beats the naive forecast"
-        sentences.append(f"Accounting for {_count(completed, 'trial')}, SPA {_p(spa)}: {finding}.")
-    if "holdout_days" in summary:
-        if summary["holdout_days"] and summary.get("holdout_rmse_ratio") is not None:
-            dm = summary.get("holdout_dm_pvalue")
-            sentences.append(
-                f"On the {summary['holdout_days']} held-out days the chosen configuration's ratio is "
-                f"{summary['holdout_rmse_ratio']:.3f}" + (f" (DM {_p(dm)})." if dm is not None else ".")
-            )
-        else:
-            sentences.append("No days were held out, so the chosen configuration has no untouched test.")
-    if summary.get("tuning_days") is not None:
-        days, detectable = summary["tuning_days"], summary.get("detectable_ratio")
-        if detectable is None or math.isnan(detectable):
-            sentences.append(f"These {days} tuning days are too few to detect any edge on the searched grid.")
-        else:
-            sentences.append(f"These {days} tuning days would detect a ratio of {detectable:.3f} or lower.")
-    return " ".join(sentences)
