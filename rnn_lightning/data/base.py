@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 import torch
@@ -11,6 +11,15 @@ from torch import Tensor
 
 from rnn_lightning.data.batches import BatchTransform, InMemoryBatches
 from rnn_lightning.errors import check_positive
+
+
+@runtime_checkable
+class TakesFitted(Protocol):
+    """A model that takes what a data module fitted on its training rows (scaling, the naive moves)."""
+
+    def take_fitted(
+        self, stage: str, scaling: Callable[[], dict[str, Any] | None], moves: Callable[[], Tensor | None]
+    ) -> None: ...
 
 
 class InMemoryDataModule(pl.LightningDataModule):
@@ -50,6 +59,25 @@ class InMemoryDataModule(pl.LightningDataModule):
     def scaling_spec(self) -> dict[str, Any] | None:
         """How the model scales this data's raw inputs and outputs (see :mod:`rnn_lightning.models.scaling`)."""
         return None
+
+    def fitted_scaling(self) -> dict[str, Any] | None:
+        """The model's scaling, fitted on this data's training rows (None: nothing to fit)."""
+        return None
+
+    def training_moves(self) -> Tensor | None:
+        """The training windows' moves the distribution heads' naive forecast is fitted on (None: none)."""
+        return None
+
+    def hand_fitted(self, stage: str | None) -> None:
+        """Hand the model of the running Trainer what this data fitted on its training rows.
+
+        Called at the end of ``setup``: Lightning sets the data module up right before the model, and a
+        checkpoint a fit resumes from (restored after both) brings the same values. The model decides
+        what to take (:meth:`RecurrentModel.take_fitted`); the values are computed only if it does.
+        """
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if stage is not None and isinstance(model, TakesFitted):
+            model.take_fitted(stage, self.fitted_scaling, self.training_moves)
 
     def _distributed(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -148,7 +148,12 @@ class DailyPricesDataModule(InMemoryDataModule):
         }
 
     def setup(self, stage: str | None = None) -> None:
-        """Read and validate the CSV and split the windows in time (once: Lightning calls it per stage)."""
+        """Read and validate the CSV and split the windows in time (once), then hand the model its scaling."""
+        self._read()
+        self.hand_fitted(stage)
+
+    def _read(self) -> None:
+        """Read and validate the CSV and split the windows in time (once: Lightning calls setup per stage)."""
         if self._frame_loaded:
             return
         csv_columns = sorted(

@@ -12,7 +12,7 @@ The scaling lives in the model's ``state_dict``, so a checkpoint alone turns raw
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -199,23 +199,28 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         """The network's raw outputs for a raw batch (B, K)."""
         return self(self.inputs(batch))
 
-    def setup(self, stage: str) -> None:
-        """Take the scaling (and naive distribution) the data module fitted on its training rows.
+    def take_fitted(
+        self, stage: str, scaling: Callable[[], dict[str, Any] | None], moves: Callable[[], Tensor | None]
+    ) -> None:
+        """Take the scaling (and naive distribution) a data module fitted on its training rows.
 
-        Always when fitting (a resumed fit's checkpoint, restored after this hook, brings the same),
-        otherwise only when the model has none yet (a checkpoint restored after this hook replaces it).
+        The data module hands them over in its ``setup`` (:meth:`InMemoryDataModule.hand_fitted`), right
+        before the model's. Always when fitting (a resumed fit's checkpoint, restored after the hooks,
+        brings the same), otherwise only when the model has none yet (a checkpoint restored after the
+        hooks replaces it). ``scaling`` and ``moves`` compute the values only when called.
         """
-        datamodule = getattr(self.trainer, "datamodule", None)
-        fitted = getattr(datamodule, "fitted_scaling", None)
-        if not self.scaling.fits_from_data or not callable(fitted):
+        if not self.scaling.fits_from_data:
             return
         if stage == "fit" or not self.scaling.is_fitted:
-            self.scaling.set_fitted(**fitted())
+            fitted = scaling()
+            if fitted is None:
+                return
+            self.scaling.set_fitted(**fitted)
         # The naive distribution of the quantile and Gaussian heads: fitted on the training windows' moves.
-        moves = getattr(datamodule, "training_moves", None)
-        if self.head.needs_naive() and callable(moves):
-            if stage == "fit" or not self.head.naive_is_fitted():
-                self.head.fit_naive(moves())
+        if self.head.needs_naive() and (stage == "fit" or not self.head.naive_is_fitted()):
+            training = moves()
+            if training is not None:
+                self.head.fit_naive(training)
 
     def _step(self, stage: str, batch: Any) -> Tensor:
         out = self.outputs(batch)
