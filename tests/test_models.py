@@ -110,3 +110,18 @@ def test_checkpoint_without_the_speedup_arguments_loads(tmp_path) -> None:
     model.check_checkpoint({"hyper_parameters": old})
     model.check_checkpoint({"hyper_parameters": {**model.hparams, **MODEL_OFF}})
     RecurrentModel(hidden_size=4, num_layers=1, **MODEL_OFF).check_checkpoint({"hyper_parameters": dict(model.hparams)})
+
+
+def test_the_scaling_is_the_one_the_spec_names_and_old_specs_still_build() -> None:
+    from rnn_lightning.models.scaling import PixelScaling, PriceScaling
+
+    images = RecurrentModel(task="classification", head="classification", input_size=28, sequence_length=28,
+                            num_outputs=10, scaling_spec={"type": "pixels"})  # fmt: skip
+    assert isinstance(images.scaling, PixelScaling)
+    # A checkpoint from before specs named their type: an image model had no spec.
+    legacy = RecurrentModel(task="classification", head="classification", input_size=28, sequence_length=28,
+                            num_outputs=10, scaling_spec=None)  # fmt: skip
+    assert isinstance(legacy.scaling, PixelScaling)
+    assert legacy.state_dict().keys() == images.state_dict().keys()
+    prices = RecurrentModel(scaling_spec={"features": ["Open", "High", "Low", "Volume"]})
+    assert isinstance(prices.scaling, PriceScaling) and prices.scaling.features == ["Open", "High", "Low", "Volume"]

@@ -20,7 +20,7 @@ import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -160,6 +160,11 @@ class RowMNISTDataModule(InMemoryDataModule):
     @property
     def num_outputs(self) -> int:
         return 10
+
+    @property
+    def scaling_spec(self) -> dict[str, Any]:
+        """Pixels to [0, 1] inside the model (:class:`~rnn_lightning.models.scaling.PixelScaling`)."""
+        return {"type": "pixels"}
 
     @property
     def has_validation(self) -> bool:

@@ -32,7 +32,7 @@ from rnn_lightning.models.heads import (
     default_head,
 )
 from rnn_lightning.models.members import MemberBackbone, MemberLinear, clip_member_norms
-from rnn_lightning.models.scaling import PixelScaling, PriceScaling
+from rnn_lightning.models.scaling import LEGACY_SPECS, SCALINGS, Scaling
 
 READOUTS = ("flatten", "last")
 OUTPUT_ACTIVATIONS: dict[str, type[nn.Module]] = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -48,15 +48,16 @@ def resolve_head(head: str, task: str) -> str:
     return head
 
 
-def build_scaling(task: str, input_size: int, spec: dict[str, Any] | None) -> PriceScaling | PixelScaling:
-    """The scaling module a data module's ``scaling_spec`` describes (None: the task's plain default)."""
-    if task == "classification":
-        return PixelScaling()
-    spec = dict(spec or {})
-    features = spec.pop("features", None) or [f"x{i}" for i in range(input_size)]
-    if len(features) != input_size:
-        raise UserInputError(f"scaling_spec names {len(features)} features for input_size={input_size}")
-    return PriceScaling(features, **spec)
+def build_scaling(task: str, input_size: int, spec: dict[str, Any] | None) -> Scaling:
+    """The scaling module a data module's ``scaling_spec`` describes: its ``type`` and arguments.
+
+    A spec without a type is price scaling; no spec at all (checkpoints from before specs named their
+    type) is the task's old default (:data:`~rnn_lightning.models.scaling.LEGACY_SPECS`).
+    """
+    spec = dict(spec if spec is not None else LEGACY_SPECS.get(task, {}))
+    kind = spec.pop("type", "prices")
+    check_choice("scaling_spec type", kind, SCALINGS)
+    return SCALINGS[kind].from_spec(input_size, spec)
 
 
 class RecurrentModel(speedups.FastHookName, pl.LightningModule):
@@ -91,7 +92,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             ``classification``; ``auto`` takes the task's default head (``point``, ``classification``).
         quantiles: The ``quantile`` and ``gaussian`` heads' levels, increasing in (0, 1): their forecast
             quantiles, pinball loss and central interval (lowest to highest level). Unused by the others.
-        task: ``regression`` or ``classification``; linked from the data module.
+        task: The task its head serves (each head family names its own); linked from the data kind.
         input_size: Features per time step; linked from the data module.
         sequence_length: Time steps per sample; linked from the data module.
         num_outputs: Days ahead (the data module's ``horizon``) or classes; linked from the data module.
@@ -100,7 +101,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     """
 
     # The submodules' types, for the type checker (nn.Module.__getattr__ would say Tensor | Module).
-    scaling: PriceScaling | PixelScaling
+    scaling: Scaling
     backbone: RecurrentBackbone  # a MemberBackbone (its subclass) for an ensemble
     head: Head  # an EnsembleHead around the configured head for an ensemble
     fc: nn.Linear | MemberLinear
@@ -124,7 +125,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         fast_hook_name: bool = True,
         head: str = "auto",
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
-        task: Literal["regression", "classification"] = "regression",
+        task: str = TASK_KINDS[0],
         input_size: int = 4,
         sequence_length: int = 5,
         num_outputs: int = 1,
@@ -354,8 +355,8 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             keys += ("quantiles",)
         differ = [k for k in keys if k in saved and saved[k] != mine[k]]
         if differ:
-            # A regression model's outputs are its days ahead: name them as the data option that sets them.
-            label = {"num_outputs": "horizon"} if mine["task"] == "regression" else {}
+            # Name the outputs as the data option that sets them (a forecast's horizon, say).
+            label = {"num_outputs": HEADS[mine["head"]][1].outputs_setting()}
             pairs = ", ".join(f"{label.get(k, k)}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in differ)
             raise UserInputError(
                 f"{source} does not fit this model ({pairs}); pass the settings it was trained with, "

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnn_lightning.errors import check_choice
+from rnn_lightning.errors import UserInputError, check_choice
 
 # Columns measured in index points; per-window normalisation divides these by the window's last close.
 PRICE_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close"})
@@ -81,6 +81,11 @@ class Scaling(nn.Module):
         """A raw batch's network inputs, float32."""
         raise NotImplementedError
 
+    @classmethod
+    def from_spec(cls, input_size: int, spec: dict[str, Any]) -> Scaling:
+        """The scaling a data module's ``scaling_spec`` (less its ``type``) describes, for ``input_size`` features."""
+        return cls(**spec)
+
     def set_fitted(self, **statistics: Any) -> None:
         """Install the statistics a data module fitted on its training rows."""
         raise TypeError(f"{type(self).__name__} fits nothing from data")
@@ -108,6 +113,15 @@ class PriceScaling(Scaling):
 
     fits_from_data = True  # the data module fits the feature ranges and target scale on its training rows
     raw_dtype = torch.float64  # an exported file takes raw windows (and last closes) as float64
+
+    @classmethod
+    def from_spec(cls, input_size: int, spec: dict[str, Any]) -> Scaling:
+        """Price scaling of ``spec``'s ``features`` (``x0``, ``x1`` ... when it names none)."""
+        spec = dict(spec)
+        features = spec.pop("features", None) or [f"x{i}" for i in range(input_size)]
+        if len(features) != input_size:
+            raise UserInputError(f"scaling_spec names {len(features)} features for input_size={input_size}")
+        return cls(features, **spec)
 
     def __init__(self, features: list[str], target_transform: str = "level", window_norm: str = "none") -> None:
         super().__init__()
@@ -209,3 +223,9 @@ class PixelScaling(Scaling):
 
     def scale_inputs(self, x: Tensor) -> Tensor:
         return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
+
+
+# The scaling a data module's ``scaling_spec["type"]`` names.
+SCALINGS: dict[str, type[Scaling]] = {"prices": PriceScaling, "pixels": PixelScaling}
+# Checkpoints from before scaling specs named their type: a model of that task had no spec at all.
+LEGACY_SPECS: dict[str, dict[str, Any]] = {"classification": {"type": "pixels"}}

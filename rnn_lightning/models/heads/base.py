@@ -29,6 +29,11 @@ class Head(nn.Module):
         self.losses = nn.ModuleDict({f"{stage}_loss": BatchMean() for stage in STAGES})
 
     @classmethod
+    def outputs_setting(cls) -> str:
+        """The data option that sets this head's number of outputs, as messages name it."""
+        return "num_outputs"
+
+    @classmethod
     def create(cls, num_outputs: int, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Head:
         """The head for a model's configuration: the one way every head family is built from a config.
 

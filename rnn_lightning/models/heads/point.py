@@ -30,6 +30,11 @@ class PointHead(Head):
     takes its forecast interval from its members' forecasts (:class:`MemberSpread`).
     """
 
+    @classmethod
+    def outputs_setting(cls) -> str:
+        """A forecasting head's outputs are its steps ahead: the data's ``horizon``."""
+        return "horizon"
+
     def __init__(self, horizon: int = 1) -> None:
         super().__init__()
         self.horizon = horizon
