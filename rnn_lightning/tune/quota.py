@@ -13,6 +13,9 @@ verdict's.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,3 +61,40 @@ def claim(trial: Any, quota: int) -> None:
     if ahead.finished + ahead.running >= quota:
         trial.set_user_attr("surplus", True)
         raise Surplus(f"trial {trial.number}: the {quota} trials are finished or running elsewhere")
+
+
+class _SurplusUnlogged(logging.Filter):
+    """Drops Optuna's two warnings about a surplus trial (one with a traceback): it did not run, nothing failed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped_surplus = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, Surplus) or "Surplus(" in record.getMessage():
+            self.dropped_surplus = True
+            return False
+        if self.dropped_surplus and "failed with value None" in record.getMessage():
+            self.dropped_surplus = False  # Optuna's second line about the same trial
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def surplus_unlogged() -> Iterator[None]:
+    """Around ``study.optimize``: a trial that yields its slot (:class:`Surplus`) prints nothing.
+
+    Optuna logs every caught exception as a failed trial, with its traceback, through the handlers of
+    its library logger; the filter sits on those handlers for the block only. Any other failure is logged
+    as before.
+    """
+    handlers = logging.getLogger("optuna").handlers
+    surplus = _SurplusUnlogged()
+    for handler in handlers:
+        handler.addFilter(surplus)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(surplus)

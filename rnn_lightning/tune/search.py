@@ -67,7 +67,7 @@ def work(search: Search, url: str, worker: int, announce: Any = None) -> None:
             continue
         callbacks = [announce] if announce is not None else []
         try:
-            with optuna_quiet():
+            with optuna_quiet(), quota.surplus_unlogged():
                 study.optimize(
                     run_trial(search),
                     n_trials=1,
