@@ -1,6 +1,6 @@
 """The registry of data kinds (:mod:`rnn_lightning.kinds.base`): daily prices and row-sequence images."""
 
-from rnn_lightning.kinds import images, prices
+from rnn_lightning.kinds import images, panels, prices
 from rnn_lightning.kinds.base import (
     KINDS,
     DataKind,

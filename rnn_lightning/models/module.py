@@ -32,6 +32,7 @@ from rnn_lightning.models.heads import (
     default_head,
 )
 from rnn_lightning.models.members import MemberBackbone, MemberLinear, clip_member_norms
+from rnn_lightning.models.panel import PanelInputs, PanelScaling
 from rnn_lightning.models.scaling import LEGACY_SPECS, SCALINGS, Scaling
 
 READOUTS = ("flatten", "last")
@@ -98,6 +99,10 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         num_outputs: Days ahead (the data module's ``horizon``) or classes; linked from the data module.
         scaling_spec: How raw inputs are scaled and outputs turned back into the data's units (features,
             target transform, window normalisation); linked from the data module, which also fits it.
+            A panel's (``type: panel``) also gives its series, static covariates and calendar features,
+            which the model then reads (:class:`~rnn_lightning.models.panel.PanelInputs`).
+        series_embedding: On a panel, the size of a learned embedding of each series fed with every
+            input step; 0 for none. Unused by other data.
     """
 
     # The submodules' types, for the type checker (nn.Module.__getattr__ would say Tensor | Module).
@@ -106,6 +111,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     head: Head  # an EnsembleHead around the configured head for an ensemble
     fc: nn.Linear | MemberLinear
     fast_hook_name: bool  # the fast_hook_name argument (speedups.FastHookName reads it)
+    panel: PanelInputs | None  # a panel's series inputs and metrics; None for other data
 
     def __init__(
         self,
@@ -130,6 +136,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         sequence_length: int = 5,
         num_outputs: int = 1,
         scaling_spec: dict[str, Any] | None = None,
+        series_embedding: int = 0,
     ) -> None:
         # Read by speedups.FastHookName, also for the hook name LightningModule.__init__ sets; set before
         # nn.Module.__init__, so without nn.Module.__setattr__.
@@ -158,16 +165,22 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         head = resolve_head(head, task)
         self.scaling = build_scaling(task, input_size, scaling_spec)
         head_module = HEADS[head][1].create(num_outputs, quantiles)
+        # A panel's series inputs widen every step and the readout; other data keeps exactly its network.
+        panel = None
+        if isinstance(self.scaling, PanelScaling):
+            panel = PanelInputs(self.scaling, series_embedding, num_outputs)
+        step_width = input_size + (panel.step_features if panel is not None else 0)
+        known_width = panel.known_features if panel is not None else 0
         # Each member is built as a solo model is, one after the other from the seeded generator: member 0
         # starts from the weights a solo model of the same seed starts from.
         backbones, layers = [], []
         for _ in range(members):
             backbones.append(
                 RecurrentBackbone(
-                    backbone, input_size, hidden_size, num_layers, dropout, bidirectional, parallel_directions
+                    backbone, step_width, hidden_size, num_layers, dropout, bidirectional, parallel_directions
                 )
             )
-            width = backbones[-1].output_size * (sequence_length if readout == "flatten" else 1)
+            width = backbones[-1].output_size * (sequence_length if readout == "flatten" else 1) + known_width
             layers.append(nn.Linear(width, head_module.output_size(num_outputs)))
             if zero_init_head:
                 nn.init.zeros_(layers[-1].weight)
@@ -179,26 +192,43 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             self.fc = MemberLinear(layers)
             self.head = EnsembleHead(head_module, members, quantiles)
         self.activation = OUTPUT_ACTIVATIONS[output_activation]()
+        self.panel = panel
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, known: Tensor | None = None) -> Tensor:
         """Scaled inputs ``x`` (B, T, F) -> raw outputs (B, K): scaled regression values or class logits.
 
-        An ensemble's are its members' (M, B, K); :meth:`forecast` combines them.
+        ``known`` (B, N): inputs known in advance (a panel's target calendar), fed to the readout beside the
+        backbone's outputs. An ensemble's outputs are its members' (M, B, K); :meth:`forecast` combines them.
         """
         out = self.backbone(x)  # (B, T, H*dirs), or (M, B, T, H*dirs)
         if self.hparams.readout == "flatten":
             out = out.flatten(-2)  # (..., B, T*H*dirs)
         else:
             out = out[..., -1, :]  # (..., B, H*dirs)
+        if known is not None:
+            out = torch.cat([out, known.expand(*out.shape[:-1], known.shape[-1])], dim=-1)  # (..., B, W + N)
         return self.activation(self.fc(out))
 
     def inputs(self, batch: Any) -> Tensor:
         """A raw batch's inputs, scaled as the network expects them (B, T, F), in the weights' dtype."""
+        if self.panel is not None:
+            assert isinstance(self.scaling, PanelScaling)
+            return self.panel.features(batch, self.scaling.inputs(batch), self.scaling)[0].to(self.dtype)
         return self.scaling.inputs(batch).to(self.dtype)
 
     def outputs(self, batch: Any) -> Tensor:
         """The network's raw outputs for a raw batch (B, K)."""
+        if self.panel is not None:
+            assert isinstance(self.scaling, PanelScaling)
+            x, known = self.panel.features(batch, self.scaling.inputs(batch), self.scaling)
+            return self(x.to(self.dtype), known.to(self.dtype) if known is not None else None)
         return self(self.inputs(batch))
+
+    def batch_scaling(self, batch: Any) -> Any:
+        """The scaling the head applies to ``batch``: the model's own, or a panel's per-sample view of it."""
+        if isinstance(self.scaling, PanelScaling):
+            return self.scaling.for_batch(batch)
+        return self.scaling
 
     def take_fitted(
         self, stage: str, scaling: Callable[[], dict[str, Any] | None], moves: Callable[[], Tensor | None]
@@ -225,8 +255,11 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
 
     def _step(self, stage: str, batch: Any) -> Tensor:
         out = self.outputs(batch)
-        loss = self.head.loss(out, batch, self.scaling)
-        self.head.update(stage, out, loss, batch, self.scaling)
+        scaling = self.batch_scaling(batch)
+        loss = self.head.loss(out, batch, scaling)
+        self.head.update(stage, out, loss, batch, scaling)
+        if self.panel is not None and stage != "train":
+            self.panel.update(stage, self.head.predict(out.detach(), batch, scaling)["prediction"], batch)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -257,10 +290,11 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         probabilities outside autocast, in float32/float64 as without it.
         """
         out = self.outputs(batch).float()
+        scaling = self.batch_scaling(batch)
         if torch.is_autocast_enabled(out.device.type):
             with torch.autocast(out.device.type, enabled=False):
-                return self.head.predict(out, batch, self.scaling)
-        return self.head.predict(out, batch, self.scaling)
+                return self.head.predict(out, batch, scaling)
+        return self.head.predict(out, batch, scaling)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         return self.forecast(batch)
@@ -271,6 +305,9 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         for name, metric in self.head.epoch_metrics(stage).items():
             if metric.update_count:
                 self.log(name, metric)
+        if self.panel is not None:  # computed across ranks already: every rank logs the same value
+            for name, value in self.panel.epoch_values(stage).items():
+                self.log(name, value.float())
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -350,6 +387,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             "readout",
             "bidirectional",
             "head",
+            "series_embedding",
         )
         if mine["head"] in ("quantile", "gaussian"):
             keys += ("quantiles",)

@@ -37,6 +37,14 @@ class PanelWindows(NamedTuple):
         calendar_x: int64 (B, L, n_calendar), the inputs' calendar features (0 at the padding).
         calendar_y: int64 (B, H, n_calendar), the targets' calendar features: integers from 0 (see
             :mod:`rnn_lightning.data.panel.calendar`; ``cyclic_encoding`` gives sin/cos instead).
+        ref: float32 (B,), the last input value: the naive forecast of every target step (what the
+            regression heads call ``ref``, the persistence forecast they score beside the model).
+        snaive: float32 (B, H), the seasonal naive forecast of each target step,
+            ``y[t + h - m * ceil(h / m)]`` with ``m`` the season length (the last value for m = 1).
+        mase_scale: float32 (B,), the series' MASE denominator (its in-sample seasonal naive error);
+            NaN where the batches were built without one.
+
+    ``close`` is ``y`` under the name the regression heads read.
     """
 
     series: Tensor
@@ -48,10 +56,44 @@ class PanelWindows(NamedTuple):
     static: Tensor
     calendar_x: Tensor
     calendar_y: Tensor
+    ref: Tensor
+    snaive: Tensor
+    mase_scale: Tensor
+
+    @property
+    def close(self) -> Tensor:
+        """The targets (B, H), as the regression heads name them."""
+        return self.y
 
 
-def gather_windows(splits: PanelSplits, index: WindowIndex, rows: np.ndarray | Tensor) -> PanelWindows:
-    """The windows ``rows`` of ``index`` as one :class:`PanelWindows` (no Python loop over windows)."""
+def seasonal_positions(origin: np.ndarray, first: np.ndarray, horizon: int, season_length: int) -> np.ndarray:
+    """int64 (B, H): where each target step's seasonal naive value lies, ``origin + k - m * (k // m + 1)``.
+
+    ``k`` is the step (0-based) and ``m`` the season length; a position before a series' first value
+    (a series shorter than a season) falls back to that first value.
+    """
+    steps = np.arange(horizon, dtype=np.int64)
+    back = season_length * (steps // season_length + 1)  # (H,)
+    positions = origin[:, None] + steps - back  # (B, H)
+    return np.maximum(positions, first[:, None])
+
+
+def gather_windows(
+    splits: PanelSplits,
+    index: WindowIndex,
+    rows: np.ndarray | Tensor,
+    season_length: int = 1,
+    mase_scale: np.ndarray | None = None,
+) -> PanelWindows:
+    """The windows ``rows`` of ``index`` as one :class:`PanelWindows` (no Python loop over windows).
+
+    Args:
+        splits: The split panel.
+        index: The windows (a split's :class:`WindowIndex`, or any other over the same layout).
+        rows: Which windows of ``index``.
+        season_length: ``m`` of the seasonal naive forecast (``snaive``).
+        mase_scale: float32 (n_series,) MASE denominators to attach per window; None: NaN.
+    """
     rows = rows.numpy() if isinstance(rows, Tensor) else np.asarray(rows)
     layout = splits.layout
     series = index.series[rows]
@@ -73,6 +115,8 @@ def gather_windows(splits: PanelSplits, index: WindowIndex, rows: np.ndarray | T
     static = layout.static[series] if layout.static is not None else np.zeros((len(rows), n_static), np.float32)
     calendar = splits.calendar.values
     calendar_x = np.where(mask[..., None], calendar[inputs], 0).astype(np.int64)
+    values = layout.values
+    scale = np.full(len(rows), np.nan, np.float32) if mase_scale is None else mase_scale[series].astype(np.float32)
     return PanelWindows(
         series=torch.from_numpy(series),
         x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
@@ -83,6 +127,9 @@ def gather_windows(splits: PanelSplits, index: WindowIndex, rows: np.ndarray | T
         static=torch.from_numpy(np.ascontiguousarray(static, dtype=np.float32)),
         calendar_x=torch.from_numpy(calendar_x),
         calendar_y=torch.from_numpy(calendar[targets].astype(np.int64)),
+        ref=torch.from_numpy(values[origin - 1]),
+        snaive=torch.from_numpy(values[seasonal_positions(origin, first, H, season_length)]),
+        mase_scale=torch.from_numpy(scale),
     )
 
 
@@ -104,6 +151,8 @@ class PanelBatches:
         rank: This process's rank among ``world_size``.
         world_size: Number of ranks that share the data.
         epoch_fn: Returns the current epoch (e.g. the Trainer's); without it each pass is a new epoch.
+        season_length: ``m`` of each batch's seasonal naive forecast (:func:`gather_windows`).
+        mase_scale: float32 (n_series,) MASE denominators each batch carries; None: NaN.
     """
 
     def __init__(
@@ -117,6 +166,8 @@ class PanelBatches:
         rank: int = 0,
         world_size: int = 1,
         epoch_fn: Callable[[], int] | None = None,
+        season_length: int = 1,
+        mase_scale: np.ndarray | None = None,
     ) -> None:
         check_positive("batch_size", batch_size)
         if max_windows_per_series is not None:
@@ -133,6 +184,8 @@ class PanelBatches:
         self.rank = rank
         self.world_size = world_size
         self.epoch_fn = epoch_fn
+        self.season_length = season_length
+        self.mase_scale = mase_scale
         self._passes = 0
         counts = self.index.counts(splits.n_series)
         cap = counts if max_windows_per_series is None else np.minimum(counts, max_windows_per_series)
@@ -160,5 +213,5 @@ class PanelBatches:
         rows = self.epoch_rows()
         bounds = [i * self.batch_size for i in range(len(self))] + [len(rows)]
         for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-            yield gather_windows(self.splits, self.index, rows[start:stop])
+            yield gather_windows(self.splits, self.index, rows[start:stop], self.season_length, self.mase_scale)
         self._passes += 1
