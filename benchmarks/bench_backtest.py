@@ -1,4 +1,4 @@
-"""Time ``rnn-lightning backtest`` (issue 15, item 5) beside separate ``fit`` + ``test`` commands.
+"""Time ``rnn-lightning backtest`` beside separate ``fit`` + ``test`` commands.
 
 Three parts, each a child process of the real CLI (``python -m rnn_lightning ...``), with its checkpoints and
 logs in a temporary ``--trainer.default_root_dir``:
@@ -6,7 +6,7 @@ logs in a temporary ``--trainer.default_root_dir``:
 * ``a``: a 10-fold ``refit scratch`` backtest of ``configs/kospi_gru_returns.yaml`` on a long daily CSV
   (default: the Nikkei 225 file ``/work/shared/data/indices/n225_daily.csv`` when it exists; ``--csv`` for any
   Yahoo-format daily export, e.g. one downloaded with ``rnn-lightning-data``), ``--backtest.folds 10
-  --backtest.test_size 250 --trainer.max_epochs 20``: the issue's "Done when" command (goal: 15 minutes).
+  --backtest.test_size 250 --trainer.max_epochs 20``: the backtest's goal command (docs/backtest.md).
 * ``b``: the same ten folds as ten separate ``rnn-lightning fit`` + ``rnn-lightning test`` commands, which is
   what a user without ``backtest`` would run. Fold ``k``'s boundaries are taken from the backtest's own plan
   (``rnn_lightning.backtest.plan_folds``): the CSV is cut after fold ``k``'s last test day (the ``null`` rows
@@ -18,7 +18,7 @@ logs in a temporary ``--trainer.default_root_dir``:
 * ``c``: ``configs/kospi_gru.yaml --backtest.folds 5 --backtest.test_size 40 --backtest.workers N`` on the bundled
   CSV (the config's default ``csv_path``), ``N`` from ``--c-workers`` (default: the CPUs, at most the folds).
   Goal: at most half the wall time of darts 0.48.1 ``historical_forecasts`` with retraining on the same folds
-  (issue 15 measured 133 s on a 2-core CPU: 66 s).
+  (the darts comparison; its figures are in docs/backtest.md).
 * ``d``: that darts run itself, ``benchmarks/darts_backtest.py`` under ``--darts-python`` (a Python with
   ``darts[torch]``; darts is not a dependency of this project), so that c and d are timed side by side on
   one machine and compared as a ratio.
@@ -30,8 +30,8 @@ shared machine's other jobs slow the wall time (the CPU time much less). The tab
 
 Run from the repository root::
 
-    python benchmarks/bench_backtest.py                       # a, b and c as in the issue (a and b: long)
-    python benchmarks/bench_backtest.py --only c              # the darts goal's folds only (~1-2 min idle)
+    python benchmarks/bench_backtest.py                       # a, b and c (a and b: long)
+    python benchmarks/bench_backtest.py --only c              # the darts goal's folds only
     python benchmarks/bench_backtest.py --only d,c,d --darts-python /tmp/darts/bin/python   # beside darts
     python benchmarks/bench_backtest.py --only a,b --csv my_index.csv
     python benchmarks/bench_backtest.py --folds 2 --epochs 1 --test-size 50 --c-folds 2 --c-epochs 2  # smoke
@@ -60,7 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LONG_CSV = Path("/work/shared/data/indices/n225_daily.csv")
 RETURNS_CONFIG = REPO / "configs" / "kospi_gru_returns.yaml"
 GRU_CONFIG = REPO / "configs" / "kospi_gru.yaml"
-DARTS_SECONDS = 133.0  # darts 0.48.1 historical_forecasts, retrain, 5 folds of 40 days, 2-core CPU (issue 15)
+DARTS_SECONDS = 133.0  # the darts goal's figure: 0.48.1 historical_forecasts, retrain, 5 folds of 40 days, 2 cores
 DARTS_SCRIPT = Path(__file__).resolve().parent / "darts_backtest.py"
 
 

@@ -7,7 +7,7 @@ from TensorBoard, so the numbers are the ones a user sees: the central interval'
 pinball loss (and CRPS for the Gaussian head) of the model and of the naive distribution, and the RMSE of
 the median. Prints a Markdown table of mean ± standard deviation (min–max) over the seeds.
 
-Run from the repository root (about 10-25 s per seed on one CPU core)::
+Run from the repository root (how long a seed takes: docs/performance.md)::
 
     python benchmarks/kospi_distribution.py                       # 5 seeds, 42..46, the quantile config
     python benchmarks/kospi_distribution.py --set model.head=gaussian

@@ -7,7 +7,7 @@ run's TensorBoard events, so the numbers are the ones a user sees. The result is
 test RMSE (index points), test RMSE / naive and directional accuracy, each as mean, standard deviation
 and min–max over the seeds, with the naive "tomorrow = today's close" row beside them.
 
-Run from the repository root (about 20-25 s per run on one CPU core, so the default 3 seeds over the
+Run from the repository root (how long a run takes: docs/performance.md; the default 3 seeds over the
 shipped configs take a few minutes)::
 
     python benchmarks/kospi_quality.py                      # every configs/kospi_*.yaml, seeds 42, 43, 44

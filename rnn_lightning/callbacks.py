@@ -41,7 +41,7 @@ def render(figure: Figure, dpi: int = PLOT_DPI) -> np.ndarray:
     """``figure`` drawn once on an Agg canvas, as an (H, W, 3) uint8 RGB image.
 
     The PNG file and the TensorBoard image are both made from this one drawing: ``savefig`` and
-    ``add_figure`` would each lay the figure out and draw it again (~0.35 s of a KOSPI fit, about 5%).
+    ``add_figure`` would each lay the figure out and draw it again (measured in docs/performance.md).
     """
     canvas = FigureCanvasAgg(figure)
     figure.set_dpi(dpi)

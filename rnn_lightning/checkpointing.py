@@ -44,8 +44,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any])
 
     Readers, and a resume after the process was killed at any moment, see either the previous file or the
     complete new one, never a torn one: the rename is atomic on POSIX. There is no fsync, as in Lightning's
-    own writer: it cost 1-3% of a KOSPI fit that saves every 25 ms epoch, and ext4 already orders a file
-    replaced by rename (auto_da_alloc); on other file systems a power cut may lose the latest file.
+    own writer: a KOSPI fit saves after every short epoch, where an fsync is a measurable cost
+    (docs/performance.md), and ext4 already orders a file replaced by rename (auto_da_alloc); on other file
+    systems a power cut may lose the latest file.
     """
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     partial = partial_path(path)
@@ -58,7 +59,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` with local files written by :func:`write_atomically`.
 
     The serialized bytes go to the temporary file in one plain write (Lightning's writer copies them out
-    through an fsspec transaction, a third of the time of each of the ~300 saves of a KOSPI fit). Remote
+    through an fsspec transaction, a measurable part of each save: docs/performance.md). Remote
     URLs (``s3://`` ...) keep Lightning's writer.
     """
 

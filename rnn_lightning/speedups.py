@@ -69,10 +69,10 @@ def apply_process(enabled: bool) -> dict[str, bool]:
 # Every training step allocates and frees the same few blocks of a few hundred kB to a few MB
 # (activations, oneDNN's RNN workspaces, their gradients). glibc serves blocks above its mmap threshold
 # (128 KiB at start) with a fresh mmap and unmaps them on free, and trims its heap tops, so the next step
-# faults brand-new pages in again: 1.3 million minor faults and 2.4 s of system time in a 5 s Bi-LSTM
-# epoch; with blocks up to 32 MiB kept, 0.17 million and 0.7 s. The cost: up to 64 MiB of freed memory
-# stays with the process. MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set by the user win; where
-# there is no glibc (macOS, musl) nothing changes.
+# faults brand-new pages in again, and on the Bi-LSTM the page faults' system time is a large share of an
+# epoch (docs/performance.md has the counts and seconds). Blocks up to 32 MiB are kept instead. The cost:
+# up to 64 MiB of freed memory stays with the process. MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set
+# by the user win; where there is no glibc (macOS, musl) nothing changes.
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -102,7 +102,8 @@ def skip_nvml_check() -> bool:
     """Drop Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` where there is no CUDA device.
 
     With it, every ``torch.cuda.is_available()`` (Adam asks at each step) tries to load NVML again
-    until CUDA is initialised, about 60 us a step; without NVML torch asks the CUDA runtime anyway.
+    until CUDA is initialised, a cost paid at every step (docs/performance.md); without NVML torch asks
+    the CUDA runtime anyway.
     """
     if torch.cuda.is_available():
         return False
@@ -116,7 +117,8 @@ class PacedProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, redrawn at most every ``min_interval`` seconds and at the last batch.
 
     Lightning's bar redraws twice after every batch and fetches the progress-bar metrics each time:
-    about 5% of a row-MNIST Bi-LSTM epoch of 469 ~10 ms batches, writing text nobody can read that fast.
+    a measurable share of a row-MNIST Bi-LSTM epoch of many short batches (docs/performance.md), writing
+    text nobody can read that fast.
     Only public hooks are overridden: a batch-end call is passed on to Lightning's bar when it is due.
 
     Args:
@@ -182,8 +184,9 @@ def pace_progress_bar(trainer: Trainer, configured_callbacks: list[Any], enabled
 
 # --- fast_hook_name -------------------------------------------------------------------------------------
 # Lightning sets the plain string ``LightningModule._current_fx_name`` twice around every hook call, about
-# 50 times a training step; nn.Module.__setattr__'s parameter/module/buffer checks then cost ~3% of a KOSPI
-# fit of 2,700 tiny steps. No public API sets it: the name is Lightning's, listed in docs/performance.md.
+# 50 times a training step; nn.Module.__setattr__'s parameter/module/buffer checks then show in a KOSPI
+# fit of thousands of tiny steps. No public API sets it: the name is Lightning's; docs/performance.md lists
+# it and what skipping the checks saves.
 HOOK_NAME = "_current_fx_name"
 FAST_HOOK_ATTRIBUTE = "fast_hook_name"  # the instance attribute (a RecurrentModel argument) that turns it on
 
@@ -209,6 +212,6 @@ def adam_fused(device: torch.device, fused_adam: bool) -> bool | None:
     """The ``fused`` argument for ``torch.optim.Adam``: True when asked for and the device has the kernel.
 
     None is torch's default (foreach). The fused kernel updates each parameter in one call instead of a
-    dozen small ops: ~0.2 ms less per step for the tiny KOSPI models on a CPU.
+    dozen small ops, which matters for the tiny KOSPI models on a CPU (docs/performance.md).
     """
     return True if fused_adam and device.type in ("cpu", "cuda") else None

@@ -133,7 +133,7 @@ class InMemoryBatches:
             else:
                 rows = index[start:stop]
                 # index_select copies whole rows; t[rows] (advanced indexing) copies element by element,
-                # ~7x slower for a batch of 128 images.
+                # much slower for a batch of images (docs/performance.md).
                 batch = tuple(t.index_select(0, rows) for t in self.tensors)
             if self.transform is not None:
                 batch = self.transform(batch)

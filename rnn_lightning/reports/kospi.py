@@ -74,7 +74,7 @@ def figures(
     naive_rmse = rmse(ref[judged], actual[judged])
     window_dates = dates[T : T + len(ref)]  # (W,) the first day each window predicts
 
-    # Fixed margins for this fixed-size figure: a constrained layout costs a third more drawing time.
+    # Fixed margins for this fixed-size figure: a constrained layout costs more drawing time (docs/performance.md).
     fig = Figure(figsize=(12, 7.5))
     fig.subplots_adjust(left=0.065, right=0.975, top=0.93, bottom=0.045, hspace=0.2)
     full, zoom = fig.subplots(2, 1, height_ratios=(3, 2))

@@ -284,7 +284,7 @@ def detectable_ratio(
     The power falls as ``rho`` rises to 1; the search bisects the grid on that monotone curve. Every
     ``rho`` reuses the same resampled innovations (common random numbers), which keeps the simulated curve
     monotone up to little noise and the answer smooth in the data. Seeded from ``settings.seed``: the same
-    errors and settings give the same ratio. About 0.1 s for n = 600 and the defaults.
+    errors and settings give the same ratio. Its cost is measured in docs/performance.md.
 
     This is the resolution for ONE pre-specified model. The SPA test over many trials has to allow for the
     best of them being lucky, so it needs at least this edge, and usually more: the number is an optimistic
