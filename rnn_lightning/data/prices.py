@@ -40,9 +40,9 @@ FAST_CHUNK_ROWS = 1 << 20
 def _read_numeric_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame, int, int, bool] | None:
     """:func:`read_price_csv`'s result for a clean file, parsed as numbers directly, or None.
 
-    Reading every cell as a Python string costs ~550 MB and ~10 s per 10^6 rows (7 columns) before any
-    check runs; pandas' C parser turns number columns into float64/int64 arrays at 8 bytes a cell, and
-    read in chunks of :data:`FAST_CHUNK_ROWS` only one chunk's dates are ever held as text. This
+    Reading every cell as a Python string costs memory and seconds before any check runs (measured in
+    docs/long-series.md); pandas' C parser turns number columns into float64/int64 arrays at 8 bytes a
+    cell, and read in chunks of :data:`FAST_CHUNK_ROWS` only one chunk's dates are ever held as text. This
     returns a result only when the file is certainly one the text path reads without error: the same
     ``read_csv`` call (same tokenising, so the same rows and columns) with no warning, every needed
     column present once, every price column parsed as int64/float64 (any other token, e.g. ``TRUE``,

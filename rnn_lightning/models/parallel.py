@@ -10,9 +10,9 @@ weights, so parameters, checkpoints and outputs are those of the ``nn`` module. 
 bit-identical to it. The reverse direction reads a time-flipped copy, so the reverse recurrent weights'
 gradients are summed over the steps in the other order and can differ in the last bits.
 
-The kernels release the GIL, so the threads really run at once. On the row-MNIST Bi-LSTM (hidden 12,
-batch 128) one training step's recurrent work took 5.5 ms instead of 9.5 ms on a 2-core CPU
-(``benchmarks/bench_speed.py`` times the whole fit).
+The kernels release the GIL, so the threads really run at once: on the row-MNIST Bi-LSTM a training step's
+recurrent work takes clearly less time on a 2-core CPU (the figures are in docs/performance.md;
+``benchmarks/bench_speed.py`` times the whole fit).
 """
 
 from __future__ import annotations
