@@ -35,7 +35,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -293,7 +293,7 @@ def write_torchscript(wrapper: nn.Module, inputs: tuple[Tensor, ...], metadata: 
         torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
 
 
-def load_runner(path: Path, fmt: str):
+def load_runner(path: Path, fmt: str) -> Callable[..., list[np.ndarray]]:
     """A function from input arrays/tensors to the file's outputs as numpy arrays."""
     if fmt == "onnx":
         import onnxruntime
@@ -304,7 +304,8 @@ def load_runner(path: Path, fmt: str):
         names = [i.name for i in session.get_inputs()]
 
         def run_onnx(*inputs: Tensor) -> list[np.ndarray]:
-            return session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
+            outputs: list[np.ndarray] = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
+            return outputs
 
         return run_onnx
     with quiet():
@@ -318,7 +319,10 @@ def load_runner(path: Path, fmt: str):
 
 
 def compare(
-    runner, inputs: tuple[Tensor, ...], expected: dict[str, np.ndarray], keys: tuple[str, ...]
+    runner: Callable[..., list[np.ndarray]],
+    inputs: tuple[Tensor, ...],
+    expected: dict[str, np.ndarray],
+    keys: tuple[str, ...],
 ) -> dict[str, tuple[float, float]]:
     """Run the file over ``inputs`` (in chunks, and on a batch of one); raise unless it matches ``expected``.
 

@@ -112,7 +112,8 @@ def _best_state(trainer: Trainer) -> dict[str, torch.Tensor] | None:
     path = best.best_model_path if best is not None else ""
     if not path:
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return state
 
 
 def _fold_rows(model: Any, source: DailyPricesDataModule, fold: Fold) -> pd.DataFrame:

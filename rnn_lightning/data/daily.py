@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from rnn_lightning.data.base import InMemoryDataModule
-from rnn_lightning.data.batches import PriceWindows
+from rnn_lightning.data.batches import InMemoryBatches, PriceWindows
 from rnn_lightning.data.prices import DERIVED_FEATURES, make_windows, read_price_csv
 from rnn_lightning.errors import UserInputError, check_choice, check_positive, resolve_count
 from rnn_lightning.models.scaling import PRICE_COLUMNS, TARGET_TRANSFORMS, WINDOW_NORMS, normalise_windows
@@ -222,7 +222,8 @@ class DailyPricesDataModule(InMemoryDataModule):
     def _feature(self, frame: pd.DataFrame, name: str) -> np.ndarray:
         if name in DERIVED_FEATURES:
             return DERIVED_FEATURES[name][1](frame, self.target)
-        return frame[name].to_numpy(np.float64)
+        column: np.ndarray = frame[name].to_numpy(np.float64)
+        return column
 
     # --- windows: the public way to the data, for loaders, plots, prediction rows and the backtest -----
 
@@ -328,18 +329,18 @@ class DailyPricesDataModule(InMemoryDataModule):
 
     # --- loaders -----------------------------------------------------------------------------------------
 
-    def train_dataloader(self):
+    def train_dataloader(self) -> InMemoryBatches:
         return self._loader(self.windows("train"), shuffle=True, batch_type=PriceWindows)
 
-    def val_dataloader(self):
+    def val_dataloader(self) -> InMemoryBatches | list[Any]:
         if not self.num_val:
             return []
         return self._loader(self.windows("val"), batch_type=PriceWindows)
 
-    def test_dataloader(self):
+    def test_dataloader(self) -> InMemoryBatches | list[Any]:
         return self._loader(self.windows("test"), batch_type=PriceWindows)
 
-    def predict_dataloader(self):
+    def predict_dataloader(self) -> InMemoryBatches:
         """Every window in time order, then the window of the last rows: tomorrow's forecast."""
         every, tomorrow = self.windows(), self.forecast_window()
         joined = [torch.cat([a, b]) for a, b in zip(every, tomorrow, strict=True)]

@@ -15,13 +15,14 @@ from rnn_lightning.errors import UserInputError
 
 def _log_return(frame: pd.DataFrame, target: str) -> np.ndarray:
     close = frame[target].to_numpy(np.float64)
-    out = np.zeros_like(close)
+    out: np.ndarray = np.zeros_like(close)
     out[1:] = np.log(close[1:] / close[:-1])
     return out
 
 
 def _day_range(frame: pd.DataFrame, target: str) -> np.ndarray:
-    return ((frame["High"] - frame["Low"]) / frame[target]).to_numpy(np.float64)
+    spread: np.ndarray = ((frame["High"] - frame["Low"]) / frame[target]).to_numpy(np.float64)
+    return spread
 
 
 # Features computed from the CSV's columns rather than read from it: name -> (needed columns, function).

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from rnn_lightning.data.base import InMemoryDataModule
-from rnn_lightning.data.batches import Images
+from rnn_lightning.data.batches import Images, InMemoryBatches
 from rnn_lightning.errors import UserInputError, check_choice, resolve_count
 
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801
@@ -256,15 +256,15 @@ class RowMNISTDataModule(InMemoryDataModule):
             raise RuntimeError(f"call setup() for the {name} split first")
         return self._splits[name]
 
-    def train_dataloader(self):
+    def train_dataloader(self) -> InMemoryBatches:
         return self._loader(self.split_tensors("train"), shuffle=True, batch_type=Images)
 
-    def val_dataloader(self):
+    def val_dataloader(self) -> InMemoryBatches | list[Any]:
         if not self.has_validation:
             return []
         return self._loader(self.split_tensors("val"), batch_type=Images)
 
-    def test_dataloader(self):
+    def test_dataloader(self) -> InMemoryBatches | list[Any]:
         images, labels = self.split_tensors("test")
         if not len(labels):
             raise UserInputError(
@@ -273,7 +273,7 @@ class RowMNISTDataModule(InMemoryDataModule):
             )
         return self._loader((images, labels), batch_type=Images)
 
-    def predict_dataloader(self):
+    def predict_dataloader(self) -> InMemoryBatches:
         return self._loader(self.split_tensors("test"), shard=False, batch_type=Images)
 
     def state_dict(self) -> dict:

@@ -98,5 +98,6 @@ class RecurrentBackbone(nn.Module):
         if self.parallel_directions and supports(self.rnn, x):
             return bidirectional_forward(self.rnn, x)
         # Without an initial state torch starts from zeros, as the tutorial does explicitly.
+        out: Tensor
         out, _ = self.rnn(x)  # (B, T, H*dirs)
         return out

@@ -177,7 +177,8 @@ class MemberBackbone(RecurrentBackbone):
         return True  # no cuDNN call: nothing to compact
 
     def _recur(self, x: Tensor) -> Tensor:
-        return self.rnn(x)
+        out: Tensor = self.rnn(x)
+        return out
 
 
 class MemberLinear(nn.Module):

@@ -41,7 +41,7 @@ _helper_pid: int | None = None
 _helper_lock = threading.Lock()
 
 
-def _submit(fn, *args: Any) -> Future:
+def _submit(fn: Callable[..., Any], *args: Any) -> Future:
     """Run ``fn`` on the helper thread, started on first use in each process (a fork has no threads)."""
     global _helper, _helper_pid
     with _helper_lock:
@@ -62,7 +62,7 @@ def _direction(mode: str, x: Tensor, weights: list[Tensor], reverse: bool, train
     zeros = x.new_zeros(1, x.shape[0], weights[1].shape[1])
     state = (zeros, zeros) if mode == "LSTM" else zeros
     # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
-    out = KERNELS[mode](x, state, weights, len(weights) == 4, 1, 0.0, train, False, True)[0]
+    out: Tensor = KERNELS[mode](x, state, weights, len(weights) == 4, 1, 0.0, train, False, True)[0]
     return out.flip(1) if reverse else out
 
 
@@ -74,7 +74,7 @@ class _BothDirections(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, mode: str, train: bool, x: Tensor, *weights: Tensor) -> Tensor:
+    def forward(ctx: Any, mode: str, train: bool, x: Tensor, *weights: Tensor) -> Tensor:
         n = len(weights) // 2
         needs = ctx.needs_input_grad
 
@@ -95,7 +95,7 @@ class _BothDirections(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         hidden = grad.shape[2] // 2
 
         def back(run: tuple[list[Tensor], Tensor], grad_out: Tensor) -> list[Tensor | None]:

@@ -263,7 +263,8 @@ def new_run_dir(config: RunConfig) -> Path:
 def instantiate(parser: LightningArgumentParser, namespace: Namespace) -> Namespace:
     """The classes a parsed config names, built (``instantiate``; ``instantiate_classes`` before jsonargparse 4.49)."""
     build_all = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    return build_all(namespace)
+    built: Namespace = build_all(namespace)
+    return built
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

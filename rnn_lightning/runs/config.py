@@ -153,9 +153,9 @@ class RunConfig:
         parser = run_parser()
         # A value set to null must stay (it is not the default). jsonargparse 4.49 renamed skip_none.
         try:
-            return parser.dump(self.namespace, skip_unset=False)
+            return str(parser.dump(self.namespace, skip_unset=False))
         except TypeError:  # jsonargparse < 4.49
-            return parser.dump(self.namespace, skip_none=False)
+            return str(parser.dump(self.namespace, skip_none=False))
 
 
 def _override_args(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
@@ -168,7 +168,8 @@ def _override_args(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
 def _parse(args: list[str], base: Namespace | None = None) -> Namespace:
     parser = run_parser()
     try:
-        return parser.parse_args(args, namespace=base.clone() if base is not None else None)
+        parsed: Namespace = parser.parse_args(args, namespace=base.clone() if base is not None else None)
+        return parsed
     except Exception as err:  # jsonargparse raises ArgumentError with exit_on_error=False
         raise UserInputError(one_line_parser_error(str(err))) from None
 

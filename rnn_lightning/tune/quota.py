@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -66,19 +67,21 @@ def claim(trial: Any, quota: int) -> None:
 class _SurplusUnlogged(logging.Filter):
     """Drops Optuna's two warnings about a surplus trial (one with a traceback): it did not run, nothing failed."""
 
+    TRIAL = re.compile(r"Trial (\d+) failed")
+
     def __init__(self) -> None:
         super().__init__()
-        self.dropped_surplus = False
+        self.surplus: set[str] = set()  # the trial numbers whose lines are dropped (on every handler)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        trial = self.TRIAL.match(message)
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, Surplus) or "Surplus(" in record.getMessage():
-            self.dropped_surplus = True
+        if isinstance(error, Surplus) or "Surplus(" in message:
+            if trial:
+                self.surplus.add(trial.group(1))
             return False
-        if self.dropped_surplus and "failed with value None" in record.getMessage():
-            self.dropped_surplus = False  # Optuna's second line about the same trial
-            return False
-        return True
+        return not (trial and trial.group(1) in self.surplus)  # Optuna's second line on the same trial
 
 
 @contextlib.contextmanager

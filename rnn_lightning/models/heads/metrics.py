@@ -50,7 +50,8 @@ class BatchMean(Metric):
         self.count += batch_size
 
     def compute(self) -> Tensor:
-        return self.total / self.count
+        mean: Tensor = self.total / self.count
+        return mean
 
 
 class ElementMean(Metric):
@@ -68,7 +69,8 @@ class ElementMean(Metric):
         self.count += scores.numel()
 
     def compute(self) -> Tensor:
-        return self.total / self.count
+        mean: Tensor = self.total / self.count
+        return mean
 
 
 class PinballLoss(ElementMean):
@@ -126,7 +128,8 @@ class MemberScore(Metric):
         each = self.total / self.count
         if self.score == "rmse":
             each = each.sqrt()
-        return each.mean() if self.reduce == "mean" else each.std()
+        reduced: Tensor = each.mean() if self.reduce == "mean" else each.std()
+        return reduced
 
 
 class IntervalMetrics(nn.ModuleDict):

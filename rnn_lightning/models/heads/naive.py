@@ -54,4 +54,5 @@ class NaiveDistribution(nn.Module):
 
     def naive_price_quantiles(self, ref: Tensor, scaling: Any) -> Tensor:
         """The naive distribution's quantiles in prices (B, H, Q) for last closes ``ref`` (B,)."""
-        return scaling.target_to_price(self.naive_quantiles[None], ref)
+        prices: Tensor = scaling.target_to_price(self.naive_quantiles[None], ref)
+        return prices

@@ -122,7 +122,8 @@ class PointHead(Head):
         point = self.scaled_point(out.reshape(M * B, -1))  # (M*B, H)
         tiled_ref = ref.repeat(M)  # (M*B,)
         price = scaling.to_price(point.reshape(-1) if self.horizon == 1 else point, tiled_ref)
-        return price.reshape(M, B, self.horizon)
+        per_member: Tensor = price.reshape(M, B, self.horizon)
+        return per_member
 
     def member_errors(self, out: Tensor, batch: Any, scaling: Any) -> tuple[Tensor, int]:
         """Each member's sum of squared price errors (M,) over the batch's closes, and their count."""

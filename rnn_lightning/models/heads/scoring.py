@@ -57,7 +57,8 @@ def gaussian_crps(mean: Tensor, scale: Tensor, actual: Tensor) -> Tensor:
     """CRPS of N(mean, scale^2) at ``actual``, in closed form (Gneiting et al. 2005); shapes broadcast."""
     z = (actual - mean) / scale
     density = torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
-    return scale * (z * (2 * torch.special.ndtr(z) - 1) + 2 * density - 1 / SQRT_PI)
+    crps: Tensor = scale * (z * (2 * torch.special.ndtr(z) - 1) + 2 * density - 1 / SQRT_PI)
+    return crps
 
 
 def lognormal_crps(log_mean: Tensor, log_scale: Tensor, actual: Tensor) -> Tensor:
@@ -69,7 +70,10 @@ def lognormal_crps(log_mean: Tensor, log_scale: Tensor, actual: Tensor) -> Tenso
     mu, s = log_mean, log_scale
     w = (torch.log(actual) - mu) / s
     ndtr = torch.special.ndtr
-    return actual * (2 * ndtr(w) - 1) - 2 * torch.exp(mu + s**2 / 2) * (ndtr(w - s) + ndtr(s / math.sqrt(2)) - 1)
+    crps: Tensor = actual * (2 * ndtr(w) - 1) - 2 * torch.exp(mu + s**2 / 2) * (
+        ndtr(w - s) + ndtr(s / math.sqrt(2)) - 1
+    )
+    return crps
 
 
 def price_crps(transform: str, mean: Tensor, scale: Tensor, ref: Tensor, actual: Tensor) -> Tensor:
