@@ -50,6 +50,9 @@ class BacktestSettings:
             one. None (the default) takes the machine's usable cores when the folds can run apart
             (``refit scratch``, one CPU device, ``num_threads: 1``, as the KOSPI configs set it) and 1
             otherwise; 1 runs every fold in this process.
+        shipped_test: Panels whose data set ships a test part (Tourism): walk the origins through it too
+            (its horizon is then the last fold's test). False (the default) backtests each series' training
+            part only, leaving the competition's test part untouched. Not read by the price backtest.
     """
 
     test_size: int = 20
@@ -64,6 +67,7 @@ class BacktestSettings:
     bootstrap: int = 2000
     block_length: int | None = None
     workers: int | None = None
+    shipped_test: bool = False
 
 
 @dataclass(frozen=True)

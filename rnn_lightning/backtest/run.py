@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from rnn_lightning.backtest.outputs import (
     summary_lines,
     write_outputs,
 )
+from rnn_lightning.backtest.panel_run import run_panel_backtest
 from rnn_lightning.backtest.plan import (
     BacktestSettings,
     Fold,
@@ -302,6 +303,20 @@ def run_backtest(config: runs.RunConfig, settings: BacktestSettings) -> dict[str
         merged = BacktestSettings(**found[0][1]["settings"])
         return _finish(run_dir, [d for d, _ in found], [m for _, m in found], merged, plots)
     datamodule = runs.build_data(config, "fit")
+    return backtest_of(datamodule)(config, settings, datamodule)
+
+
+def backtest_of(datamodule: Any) -> Callable[[runs.RunConfig, BacktestSettings, Any], dict[str, Any]]:
+    """The backtest the data's kind names (its ``backtest_plan``, a key of :data:`BACKTESTS`)."""
+    plan = kind_of(datamodule).backtest_plan
+    if plan not in BACKTESTS:
+        raise UserInputError(f"backtest has no plan {plan!r}; the plans are {', '.join(sorted(BACKTESTS))}")
+    return BACKTESTS[plan]
+
+
+def _walk_forward(config: runs.RunConfig, settings: BacktestSettings, datamodule: Any) -> dict[str, Any]:
+    """One series' walk forward (daily prices): folds of consecutive test days, each a run of the factory."""
+    plots = bool(config.get("plots.enabled", True))
     kind = kind_of(datamodule)
     if not kind.walks_forward:
         raise UserInputError(
@@ -334,3 +349,10 @@ def _finish(
         print(line)
     print(f"backtest: wrote backtest.csv, folds.csv, summary.json to {run_dir}")
     return summary | {"run_dir": str(run_dir)}
+
+
+# A data kind's ``backtest_plan`` -> its backtest: one series walked forward, or a panel's rolling origins.
+BACKTESTS: dict[str, Callable[[runs.RunConfig, BacktestSettings, Any], dict[str, Any]]] = {
+    "walk_forward": _walk_forward,
+    "rolling_origins": run_panel_backtest,
+}

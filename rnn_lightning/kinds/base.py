@@ -63,6 +63,7 @@ class DataKind:
     task: ClassVar[str]  # the task the heads serving this kind declare
     tune_objective: ClassVar[str]  # a key of rnn_lightning.tune's objectives
     walks_forward: ClassVar[bool] = False  # one time order a backtest can walk through (rolling origins)
+    backtest_plan: ClassVar[str] = "walk_forward"  # a key of rnn_lightning.backtest.run.BACKTESTS
     baseline: ClassVar[str | None] = None  # the forecast a model must beat (its metrics' ``naive_`` prefix)
     report: ModuleType  # figures(model, datamodule, stage, max_images), table(datamodule, rows), summary
     default_outputs: ClassVar[tuple[str, ...]]  # the forecast rows an exported file returns by default

@@ -55,8 +55,9 @@ class Panels(DataKind):
 
     name = "panel"
     task = "regression"
-    tune_objective = "validation"
-    walks_forward = False  # rolling origins over a panel are another step (issue 31, item 5)
+    tune_objective = "panel_backtest"  # scored by the rolling-origin backtest on per-date losses
+    walks_forward = False  # not one series' time order: a panel's backtest cuts every series (backtest_plan)
+    backtest_plan = "rolling_origins"  # the last k horizons of every series (rnn_lightning.backtest.panel_run)
     baseline = "snaive"
     report = panels
     default_outputs = ("prediction",)

@@ -405,3 +405,48 @@ class PanelDataModule(InMemoryDataModule):
         if differ:
             pairs = ", ".join(f"{k}: checkpoint {saved[k]!r} vs now {mine[k]!r}" for k in differ)
             raise UserInputError(f"the checkpoint was trained on different panel settings ({pairs})")
+
+    # --- a backtest's view: every series cut before its last steps ----------------------------------------
+
+    def cut_view(self, steps: int, shipped_test: bool = False) -> PanelDataModule:
+        """A copy of this read data module whose every series ends ``steps`` steps earlier: a backtest fold.
+
+        Each series' history is its training part (and, with ``shipped_test``, the test part the data set
+        ships, joined after it) less its last ``steps`` steps. The copy splits that as this module splits
+        its panel (test: the last ``horizon`` steps; validation: the ``horizon`` before them), so its scaling
+        is fit on what lies before both and no step cut off reaches it. The panel is not read again and
+        this module is not changed.
+        """
+        import copy
+
+        from rnn_lightning.data.panel.windows import panel_layout
+
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise UserInputError(f"cut_view: steps must be an int >= 0, got {steps!r}")
+        panel = self.panel
+        joined = shipped_test and panel.test_values is not None
+        lengths = panel.lengths + panel.test_lengths if joined else panel.lengths
+        values = panel_layout(panel).values if joined else panel.values
+        keep = np.maximum(lengths - steps, 0)
+        rows = ragged_arange(keep) + np.repeat(np.cumsum(lengths) - lengths, keep)  # each series' first steps
+        cut = Panel(
+            ids=panel.ids,
+            values=values[rows],
+            offsets=np.concatenate([[0], np.cumsum(keep)]).astype(np.int64),
+            starts=panel.starts,
+            freq=panel.freq,
+            past=panel.past[rows] if panel.past is not None else None,
+            past_names=panel.past_names,
+            static=panel.static,
+            static_names=panel.static_names,
+            timestamps=panel.timestamps[rows] if panel.timestamps is not None else None,
+            season_length=panel.season_length,
+            horizon=panel.horizon,
+            nominal_starts=panel.nominal_starts,
+            source=panel.source,
+        )
+        view = copy.copy(self)  # the same class and settings; its own panel, splits and scales
+        for name in ("splits", "mase_scales", "future_splits"):
+            view.__dict__.pop(name, None)
+        view.__dict__["panel"] = cut  # functools.cached_property's slot: the view never reads the source
+        return view
