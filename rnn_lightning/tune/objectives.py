@@ -12,6 +12,9 @@ A data module's kind names its objective (:attr:`rnn_lightning.kinds.DataKind.tu
   and the best configuration refit on everything before the held-out days and judged on them once.
 * **validation** (row images): a trial is a fit scored by its best validation loss; the pruner sees each
   validation. The test split is not touched until the best trial's checkpoint is tested on it once.
+* **panel_backtest** (panels, :mod:`rnn_lightning.tune.panel_objective`): a trial is the panel's
+  rolling-origin backtest on every series less its last ``holdout`` horizons, scored by its MASE ratio to
+  the seasonal naive forecast; SPA and StepM run on the per-date losses (mean over series per date).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,38 +35,14 @@ from rnn_lightning.checkpointing import BestCheckpoint
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.kinds import kind_of
 from rnn_lightning.tune import outputs
+from rnn_lightning.tune.objective_base import Objective
+from rnn_lightning.tune.panel_objective import PanelBacktestObjective
 from rnn_lightning.tune.settings import TuneSettings, holdout_days
 from rnn_lightning.tune.summary import HeldOut, SearchTest, Tested, Verdict
 from rnn_lightning.tune.verdict import BootstrapSettings, detectable_ratio, spa_test, stepm
 
 if TYPE_CHECKING:
     from rnn_lightning.tune.study import Search
-
-
-class Objective:
-    """What a kind of data's search does its own way; the rest of the workflow is shared."""
-
-    name: ClassVar[str]  # its key in OBJECTIVES (a kind's tune_objective)
-    score: ClassVar[str]  # what a trial's value is: summary.json's "objective"
-
-    def holdout(self, settings: TuneSettings, backtest: BacktestSettings) -> int:
-        """The windows (days) at the end of the data that no trial sees."""
-        return 0
-
-    def check(self, data: Any, holdout: int, backtest: BacktestSettings) -> None:
-        """The checks on the read data, before anything is written (one-line errors)."""
-
-    def run_trial(self, search: Search, trial: Any, config: runs.RunConfig) -> float:
-        """Train and score one trial of ``config`` (``trial`` reports to Optuna's pruner); its score."""
-        raise NotImplementedError
-
-    def judge(self, search: Search, study: Any, verdict: Verdict) -> Verdict:
-        """The verdict with this objective's parts added (tests over the trials, the untouched data)."""
-        return verdict
-
-    def write(self, search: Search, study: Any, verdict: Verdict) -> list[str]:
-        """This objective's own files in the run folder; their names."""
-        return []
 
 
 def tuning_data(search: Search, config: runs.RunConfig, holdout: int) -> Any:
@@ -271,7 +250,11 @@ class ValidationObjective(Objective):
         return dataclasses.replace(verdict, tested=tested)
 
 
-OBJECTIVES: dict[str, Objective] = {"backtest": BacktestObjective(), "validation": ValidationObjective()}
+OBJECTIVES: dict[str, Objective] = {
+    "backtest": BacktestObjective(),
+    "validation": ValidationObjective(),
+    "panel_backtest": PanelBacktestObjective(),
+}
 
 
 def objective_of(datamodule: Any) -> Objective:

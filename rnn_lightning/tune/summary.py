@@ -61,6 +61,12 @@ class HeldOut:
     start: str | None = None
     end: str | None = None
     rows: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    mase_ratio: float | None = None  # panels: MASE to the seasonal naive's (``days``: forecast dates)
+
+    @property
+    def ratio(self) -> float | None:
+        """The chosen configuration's ratio to its benchmark: RMSE (prices) or MASE (panels)."""
+        return self.rmse_ratio if self.rmse_ratio is not None else self.mase_ratio
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -68,6 +74,8 @@ class HeldOut:
             "holdout_rmse_ratio": self.rmse_ratio,
             "holdout_dm_pvalue": self.dm_pvalue,
         }
+        if self.mase_ratio is not None:
+            out["holdout_mase_ratio"] = self.mase_ratio
         if self.start is not None:
             out.update(holdout_start=self.start, holdout_end=self.end)
         return out
@@ -170,6 +178,7 @@ class Verdict:
                 dm_pvalue=summary.get("holdout_dm_pvalue"),
                 start=summary.get("holdout_start"),
                 end=summary.get("holdout_end"),
+                mase_ratio=summary.get("holdout_mase_ratio"),
             )
         tested = None
         if summary.get("test_metrics") or summary.get("test_note"):
@@ -201,9 +210,9 @@ class Verdict:
         """
         left_out = [f"{_count(n, 'trial')} {key}" for key, n in (("pruned", self.pruned), ("failed", self.failed)) if n]
         aside = f" ({' and '.join(left_out)} left out)" if left_out else ""
-        prices = self.objective == "rmse_ratio"
-        what = "RMSE ratio" if prices else self.objective
-        where = "over the tuning folds" if prices else "on the validation split"
+        what, where, benchmark, days = SCORES.get(
+            self.objective, (self.objective, "on the validation split", "the naive forecast", "days")
+        )
         own = self.best_dm_pvalue
         sentences = [
             f"Best of {_count(self.completed, 'completed trial')}{aside}: {what} {self.best_score:.3f} {where}"
@@ -217,26 +226,40 @@ class Verdict:
             if spa < self.search.level:
                 superior = self.search.stepm_superior
                 named = f"StepM: trials {', '.join(map(str, superior))}" if superior else "StepM names no single trial"
-                finding = f"at least one configuration beats the naive forecast ({named})"
+                finding = f"at least one configuration beats {benchmark} ({named})"
             else:
-                finding = "no configuration beats the naive forecast"
+                finding = f"no configuration beats {benchmark}"
             sentences.append(f"Accounting for {_count(self.completed, 'trial')}, SPA {_p(spa)}: {finding}.")
         if self.holdout is not None:
-            if self.holdout.days and self.holdout.rmse_ratio is not None:
+            ratio = self.holdout.ratio
+            if self.holdout.days and ratio is not None:
                 dm = self.holdout.dm_pvalue
                 sentences.append(
-                    f"On the {self.holdout.days} held-out days the chosen configuration's ratio is "
-                    f"{self.holdout.rmse_ratio:.3f}" + (f" (DM {_p(dm)})." if dm is not None else ".")
+                    f"On the {self.holdout.days} held-out {days} the chosen configuration's ratio is "
+                    f"{ratio:.3f}" + (f" (DM {_p(dm)})." if dm is not None else ".")
                 )
             else:
-                sentences.append("No days were held out, so the chosen configuration has no untouched test.")
-        if self.search is not None and self.search.tuning_days is not None:
-            days, detectable = self.search.tuning_days, self.search.detectable_ratio
+                sentences.append(f"No {days} were held out, so the chosen configuration has no untouched test.")
+        test = self.search
+        # Prices say how small a ratio their days could detect (None there: too few days); others have no such test.
+        if (
+            test is not None
+            and test.tuning_days is not None
+            and (self.objective == "rmse_ratio" or test.detectable_ratio)
+        ):
+            count, detectable = test.tuning_days, test.detectable_ratio
             if detectable is None or math.isnan(detectable):
-                sentences.append(f"These {days} tuning days are too few to detect any edge on the searched grid.")
+                sentences.append(f"These {count} tuning {days} are too few to detect any edge on the searched grid.")
             else:
-                sentences.append(f"These {days} tuning days would detect a ratio of {detectable:.3f} or lower.")
+                sentences.append(f"These {count} tuning {days} would detect a ratio of {detectable:.3f} or lower.")
         return " ".join(sentences)
+
+
+# A score's words in the paragraph: what it is, where it was measured, its benchmark, its time unit.
+SCORES = {
+    "rmse_ratio": ("RMSE ratio", "over the tuning folds", "the naive forecast", "days"),
+    "mase_ratio": ("MASE ratio", "over the tuning folds", "the seasonal naive forecast", "forecast dates"),
+}
 
 
 def _p(value: float) -> str:
