@@ -22,6 +22,7 @@ __all__ = [
     "kind_named",
     "kind_of",
     "kinds",
+    "panels",
     "prices",
     "register",
     "report_of",

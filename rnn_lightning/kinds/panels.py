@@ -75,10 +75,10 @@ class Panels(DataKind):
 
     def export_inputs(self, model: Any, batch: Any) -> tuple[Tensor, ...]:
         """Series ids, raw windows (float32), the mask, then the calendar inputs when the panel has any."""
-        inputs = (batch.series.to(torch.int64), batch.x.to(model.scaling.raw_dtype), batch.mask.to(torch.bool))
+        inputs = [batch.series.to(torch.int64), batch.x.to(model.scaling.raw_dtype), batch.mask.to(torch.bool)]
         if model.scaling.calendar_periods:
-            inputs += (batch.calendar_x.to(torch.int64), batch.calendar_y.to(torch.int64))
-        return inputs
+            inputs += [batch.calendar_x.to(torch.int64), batch.calendar_y.to(torch.int64)]
+        return tuple(inputs)
 
     def input_ports(self, model: Any, wrapper: ServingModule) -> list[Port]:
         L, F, H = model.hparams.sequence_length, model.hparams.input_size, model.hparams.num_outputs

@@ -56,7 +56,7 @@ class SeriesScaling:
 
     def _maps(self, rows: int, dims: int) -> tuple[Tensor, Tensor]:
         """Loc and scale tiled to ``rows`` samples, shaped to broadcast over ``dims - 1`` trailing dims."""
-        repeats = rows // len(self.loc)
+        repeats = rows // self.loc.shape[0]  # shape, not len(): an exported graph keeps it symbolic
         shape = (-1, *([1] * (dims - 1)))
         return self.loc.repeat(repeats).reshape(shape), self.scale.repeat(repeats).reshape(shape)
 
@@ -82,7 +82,7 @@ class SeriesScaling:
 
     def target_to_price(self, y: Tensor, ref: Tensor) -> Tensor:
         """Unscaled targets are already in the data's units (a ``level`` target): ``y`` as float64."""
-        return y.to(torch.float64).expand(len(self.loc), *y.shape[1:])
+        return y.to(torch.float64).expand(self.loc.shape[0], *y.shape[1:])
 
 
 class PanelScaling(Scaling):
@@ -305,7 +305,7 @@ class PanelMetrics(Metric):
         self.add_state("counts", torch.zeros(n_series, dtype=torch.float64), "sum")
         self.add_state("scales", torch.zeros(n_series, dtype=torch.float64), "max")
 
-    def update(self, prediction: Tensor, batch: Any) -> None:  # type: ignore[override]
+    def update(self, prediction: Tensor, batch: Any) -> None:
         """Add a batch: ``prediction`` (B, H) and the batch's targets, naive forecasts and MASE scales."""
         y = batch.y.to(torch.float64)  # (B, H)
         series = batch.series
@@ -334,7 +334,7 @@ class PanelMetrics(Metric):
         self.counts.scatter_add_(0, series, torch.full_like(series, y.shape[1], dtype=torch.float64))
         self.scales.scatter_reduce_(0, series, batch.mase_scale.to(torch.float64), "amax")
 
-    def compute(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:  # type: ignore[override]
+    def compute(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(per-series scores, pooled scores): per series (n_series,) each, NaN for a series never seen."""
         seen = self.counts > 0
         count = self.counts.clamp(min=1.0)
