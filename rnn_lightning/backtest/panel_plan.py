@@ -54,23 +54,25 @@ def base_lengths(data: Any, settings: BacktestSettings) -> np.ndarray:
 def plan_panel_folds(data: Any, settings: BacktestSettings, holdout: int = 0) -> list[PanelFold]:
     """The ``settings.folds`` folds over ``data`` less its last ``holdout`` horizons, checked.
 
-    Every series must keep at least one training step before fold 0's validation and test blocks; the
-    first that does not is named, with the most folds it allows. Each fold's split and MASE scales are
+    Every series must keep ``season_length + 1`` training steps (one seasonal difference: its MASE scale)
+    before fold 0's validation and test blocks; the first that does not is named, with the most folds it
+    allows. Each fold's split and MASE scales are
     computed here (a season longer than a fold's history is its one-line error), before anything is written.
     """
     check_panel_settings(settings)
     H, K = data.horizon, settings.folds
     lengths = base_lengths(data, settings)
     before = H * (1 if data.validation else 0) + holdout * H  # steps besides the test blocks
+    need = data.season_length + 1  # training steps for one seasonal difference (the MASE scale of the part)
     left = lengths - K * H - before  # training steps of fold 0
-    if left.min() < 1:
+    if left.min() < need:
         i = int(np.argmin(left))
-        most = max(int((lengths[i] - before - 1) // H), 0)
+        most = max(int((lengths[i] - before - need) // H), 0)
         held = f" and {holdout} held-out horizons" if holdout else ""
         raise UserInputError(
             f"backtest.folds {K} x horizon {H}{held} leave series {data.panel.ids[i]!r} ({int(lengths[i])} steps) "
-            f"no training step before fold 0's {'validation and ' if data.validation else ''}test steps; "
-            f"it allows at most {most} folds"
+            f"{max(int(left[i]), 0)} training steps before fold 0's {'validation and ' if data.validation else ''}"
+            f"test steps, fewer than season_length + 1 = {need}; it allows at most {most} folds"
         )
     folds = []
     for j in range(K):

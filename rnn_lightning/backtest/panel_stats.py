@@ -101,12 +101,29 @@ def date_losses(table: pd.DataFrame, calendar: bool = True) -> pd.DataFrame:
     return out.reset_index()
 
 
+def dm_lags(differential: np.ndarray, horizon: int) -> int:
+    """The lags of the DM long-run variance: ``horizon - 1``, fewer when that truncated sum is not positive.
+
+    The rectangular (truncated) sum of autocovariances can come out negative in a short sample; the test is
+    then undefined, and the largest lag count below ``horizon - 1`` that gives a positive variance is used
+    (0 at worst: the plain variance), as Harvey, Leybourne and Newbold's (1997) note advises.
+    """
+    d = np.asarray(differential, np.float64)
+    c, n = d - d.mean(), len(d)
+    gamma = [float(c[k:] @ c[: n - k]) / n for k in range(min(horizon, n))]
+    for lags in range(len(gamma) - 1, 0, -1):
+        if gamma[0] + 2.0 * sum(gamma[1 : lags + 1]) > 0:
+            return lags
+    return 0
+
+
 def panel_summary(table: pd.DataFrame, horizon: int, calendar: bool = True) -> dict[str, Any]:
     """The run's numbers: pooled metrics over every test point, and the tests on the per-date losses.
 
     ``dm_*``: Diebold-Mariano (HLN) of the model against the seasonal naive forecast on the per-date losses
-    (``horizon`` sets the long-run variance's ``horizon - 1`` lags); ``dm_naive_*`` the same against the
-    naive forecast. Positive statistics: the model's loss is lower.
+    (the long-run variance over ``dm_lags``: ``horizon - 1``, see :func:`dm_lags`); ``dm_naive_*`` the same
+    against the naive forecast. Positive statistics: the model's loss is lower. No test with a single
+    origin (``horizon`` dates or fewer).
     """
     losses = date_losses(table, calendar)
     per_fold = fold_metrics(table)
@@ -117,15 +134,16 @@ def panel_summary(table: pd.DataFrame, horizon: int, calendar: bool = True) -> d
         points=int(summary["points"]),
         dates=len(losses),
         date_key="ds" if calendar else "fold,h",
-        dm_lags=horizon - 1,
         mean_date_loss=float(model.mean()),
         snaive_mean_date_loss=float(snaive.mean()),
         folds_better_than_snaive=int((per_fold["mase_ratio"] < 1).sum()),
     )
     if len(losses) > horizon:  # one origin's H dates are one forecast: no test of it (HLN's factor is 0)
-        dm = diebold_mariano(model, snaive, horizon=horizon)
-        versus_naive = diebold_mariano(model, naive, horizon=horizon)
+        lags = dm_lags(snaive - model, horizon)
+        dm = diebold_mariano(model, snaive, horizon=lags + 1)
+        versus_naive = diebold_mariano(model, naive, horizon=dm_lags(naive - model, horizon) + 1)
         summary.update(
+            dm_lags=lags,
             dm_statistic=dm["statistic"],
             dm_pvalue=dm["pvalue"],
             dm_pvalue_model_better=dm["pvalue_model_better"],

@@ -27,7 +27,7 @@ from rnn_lightning import runs
 from rnn_lightning.backtest import BacktestSettings
 from rnn_lightning.backtest.panel_plan import plan_panel_folds
 from rnn_lightning.backtest.panel_run import panel_fold_results, real_calendar
-from rnn_lightning.backtest.panel_stats import date_losses, pooled_metrics
+from rnn_lightning.backtest.panel_stats import date_losses, dm_lags, pooled_metrics
 from rnn_lightning.backtest.stats import diebold_mariano
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.tune import outputs
@@ -91,7 +91,11 @@ class PanelBacktestObjective(Objective):
         losses = date_losses(table, real_calendar(data))
         model, snaive = losses["model"].to_numpy(np.float64), losses["snaive"].to_numpy(np.float64)
         # One origin's H dates are one forecast: no test of it (the HLN factor is 0 at n = H).
-        dm = diebold_mariano(model, snaive, horizon=data.horizon) if len(losses) > data.horizon else None
+        dm = (
+            diebold_mariano(model, snaive, horizon=dm_lags(snaive - model, data.horizon) + 1)
+            if len(losses) > data.horizon
+            else None
+        )
         metrics = pooled_metrics(table)
         trial.set_user_attr("dates", [str(d) for d in losses["date"]])
         trial.set_user_attr("losses", [float(v) for v in model])
@@ -133,7 +137,11 @@ class PanelBacktestObjective(Objective):
         table = backtest_rows(search, config, folds, "holdout")
         losses = date_losses(table, real_calendar(data))
         model, snaive = losses["model"].to_numpy(np.float64), losses["snaive"].to_numpy(np.float64)
-        dm = diebold_mariano(model, snaive, horizon=data.horizon) if len(losses) > data.horizon else None
+        dm = (
+            diebold_mariano(model, snaive, horizon=dm_lags(snaive - model, data.horizon) + 1)
+            if len(losses) > data.horizon
+            else None
+        )
         return HeldOut(
             days=len(losses),
             mase_ratio=pooled_metrics(table)["mase_ratio"],
