@@ -7,6 +7,8 @@ object instead of comparing names:
 * **report**: the figures of fit/test/predict and the rows of ``predictions.csv``;
 * **tune objective**: how ``tune`` scores a trial and judges the search (a key of ``tune``'s objectives:
   ``backtest``, walk-forward against a baseline, or ``validation``, the best validation loss);
+* **backtest plan**: how ``backtest`` cuts its folds (a key of ``backtest``'s plans: ``walk_forward``
+  through one series' days, or ``rolling_origins``, the last horizons of every series of a panel);
 * **baseline**: the forecast a model must beat, when the kind has one (the naive forecast for prices);
 * **export ports**: the exported graph's inputs (names, dtypes, shapes), the module that becomes the
   graph, and the samples the exported file is checked on.

@@ -411,11 +411,9 @@ class PanelDataModule(InMemoryDataModule):
     def cut_view(self, steps: int, shipped_test: bool = False) -> PanelDataModule:
         """A copy of this read data module whose every series ends ``steps`` steps earlier: a backtest fold.
 
-        Each series' history is its training part (and, with ``shipped_test``, the test part the data set
-        ships, joined after it) less its last ``steps`` steps. The copy splits that as this module splits
-        its panel (test: the last ``horizon`` steps; validation: the ``horizon`` before them), so its scaling
-        is fit on what lies before both and no step cut off reaches it. The panel is not read again and
-        this module is not changed.
+        Each series' history (its training part; with ``shipped_test`` the shipped test part joined after
+        it) less its last ``steps`` steps, split as this module splits a panel, so the copy's scaling never
+        sees a step cut off. The panel is not read again; this module is not changed.
         """
         import copy
 
