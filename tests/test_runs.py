@@ -97,21 +97,25 @@ def test_backtest_workers_default_to_the_usable_cores(
 
 
 def test_process_settings_happen_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A second run with the same settings in one process changes nothing global."""
+    """A second run with the same settings in one process changes nothing global; a new thread count applies."""
     import logging
 
     from rnn_lightning import speedups
+    from rnn_lightning.runs import runtime
 
     calls: list[bool] = []
+    threads: list[int] = []
     monkeypatch.setattr(speedups, "apply_process", lambda enabled: calls.append(enabled) or {})
-    runs.apply_process_settings.cache_clear()
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads[-1] if threads else 2)
+    runtime._apply_once.cache_clear()
     config = runs.load_config(CONFIGS / "kospi_gru.yaml", overrides={"num_threads": 1})
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     runs.prepare_process(config)
     filters = list(logger.filters)
     runs.prepare_process(config)
     runs.prepare_process(config.override({"trainer.max_epochs": 3}))  # not a process setting
-    assert calls == [True] and logger.filters == filters
-    runs.prepare_process(config.override({"speedups": False}))
-    assert calls == [True, False]
-    runs.apply_process_settings.cache_clear()
+    assert calls == [True] and logger.filters == filters and threads == [1]
+    runs.prepare_process(config.override({"speedups": False, "num_threads": 2}))
+    assert calls == [True, False] and threads == [1, 2]
+    runtime._apply_once.cache_clear()

@@ -60,16 +60,21 @@ def prepare_process(config: RunConfig) -> RunConfig:
     return RunConfig(values)
 
 
-@cache
 def apply_process_settings(speedups_enabled: bool, threads: int | None) -> None:
-    """The process-wide part of :func:`prepare_process`, once per process and settings.
+    """The process-wide part of :func:`prepare_process`: what is set already is not set again.
 
     A second run with the same settings in one process (a notebook calling ``api.fit`` twice, a search's
-    trials) changes nothing global: no allocator call, no thread change, no second logger filter.
+    trials) changes nothing global: the allocator and Lightning's advertisement filter are applied once
+    per process (:func:`_apply_once`), and the thread count only when it differs from torch's.
     """
-    speedups.apply_process(speedups_enabled)
-    if threads:
+    _apply_once(speedups_enabled)
+    if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+@cache
+def _apply_once(speedups_enabled: bool) -> None:
+    speedups.apply_process(speedups_enabled)
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _NoAdvertisement) for f in logger.filters):
         logger.addFilter(_NoAdvertisement())
