@@ -68,6 +68,10 @@ class InMemoryDataModule(pl.LightningDataModule):
         """The training windows' moves the distribution heads' naive forecast is fitted on (None: none)."""
         return None
 
+    def fingerprint(self) -> bytes:
+        """The read data as bytes, for a signature that changes when the data does (a tune study's)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say what its data is (fingerprint)")
+
     def hand_fitted(self, stage: str | None) -> None:
         """Hand the model of the running Trainer what this data fitted on its training rows.
 

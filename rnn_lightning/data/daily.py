@@ -198,6 +198,10 @@ class DailyPricesDataModule(InMemoryDataModule):
         self.num_windows, self.num_train, self.num_val = num_windows, split - val, val
         self._frame_loaded = True
 
+    def fingerprint(self) -> bytes:
+        """Every close and raw feature of the read CSV, as bytes."""
+        return self.close.numpy().tobytes() + self.raw_features.numpy().tobytes()
+
     def window_view(self, start: int, val_start: int, stop: int) -> DailyPricesDataModule:
         """A copy of this read data module holding windows ``[start, stop)`` only: a backtest fold's data.
 

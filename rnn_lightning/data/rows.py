@@ -161,6 +161,10 @@ class RowMNISTDataModule(InMemoryDataModule):
     def num_outputs(self) -> int:
         return 10
 
+    def fingerprint(self) -> bytes:
+        """The data set's name: its files are the official ones (their sizes are checked when read)."""
+        return str(self.dataset).encode()
+
     @property
     def scaling_spec(self) -> dict[str, Any]:
         """Pixels to [0, 1] inside the model (:class:`~rnn_lightning.models.scaling.PixelScaling`)."""

@@ -80,14 +80,8 @@ def study_signature(
 
 
 def data_digest(datamodule: Any) -> str:
-    """A hash of the read data (prices: every close and feature; images: the data set's name and sizes)."""
-    digest = hashlib.sha256()
-    for name in ("close", "raw_features"):
-        value = getattr(datamodule, name, None)
-        if value is not None:
-            digest.update(value.numpy().tobytes())
-    digest.update(str(getattr(datamodule, "dataset", "")).encode())
-    return digest.hexdigest()[:16]
+    """A hash of the read data, as the data module states it (:meth:`InMemoryDataModule.fingerprint`)."""
+    return hashlib.sha256(datamodule.fingerprint()).hexdigest()[:16]
 
 
 def default_storage(config: runs.RunConfig, study: str) -> str:

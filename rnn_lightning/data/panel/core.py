@@ -120,6 +120,12 @@ class Panel:
     def n_static(self) -> int:
         return len(self.static_names)
 
+    def fingerprint(self) -> bytes:
+        """Every value, id and covariate as bytes: what a tune study's signature hashes as the data."""
+        parts = [self.values, self.offsets, self.past, self.static, self.test_values, self.test_offsets]
+        arrays = b"".join(np.ascontiguousarray(a).tobytes() for a in parts if a is not None)
+        return arrays + "\n".join(self.ids).encode() + str(self.freq).encode()
+
     def series(self, key: int | str) -> np.ndarray:
         """The values of one series (a view), by position or id."""
         i = self.ids.index(key) if isinstance(key, str) else key

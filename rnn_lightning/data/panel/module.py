@@ -448,3 +448,7 @@ class PanelDataModule(InMemoryDataModule):
             view.__dict__.pop(name, None)
         view.__dict__["panel"] = cut  # functools.cached_property's slot: the view never reads the source
         return view
+
+    def fingerprint(self) -> bytes:
+        """The read panel's values, ids and covariates as bytes (a tune study's data signature)."""
+        return self.panel.fingerprint()
