@@ -30,7 +30,8 @@ PREFIX = {"predicted": "", "snaive": "snaive_", "naive": "naive_"}
 def point_losses(table: pd.DataFrame, column: str) -> np.ndarray:
     """``|column - actual| / mase_scale`` of every row (float64): the MASE term of each test point."""
     actual = table["actual"].to_numpy(np.float64)
-    return np.abs(table[column].to_numpy(np.float64) - actual) / table["mase_scale"].to_numpy(np.float64)
+    scaled: np.ndarray = np.abs(table[column].to_numpy(np.float64) - actual) / table["mase_scale"].to_numpy(np.float64)
+    return scaled
 
 
 def _smape(forecast: np.ndarray, actual: np.ndarray) -> np.ndarray:

@@ -71,7 +71,8 @@ class Panels(DataKind):
 
     def check_batch(self, datamodule: Any) -> PanelWindows:
         """Every test window (one per series and horizon block)."""
-        return datamodule.split_batch("test")
+        batch: PanelWindows = datamodule.split_batch("test")
+        return batch
 
     def export_inputs(self, model: Any, batch: Any) -> tuple[Tensor, ...]:
         """Series ids, raw windows (float32), the mask, then the calendar inputs when the panel has any."""

@@ -75,7 +75,8 @@ def seasonal_positions(origin: np.ndarray, first: np.ndarray, horizon: int, seas
     steps = np.arange(horizon, dtype=np.int64)
     back = season_length * (steps // season_length + 1)  # (H,)
     positions = origin[:, None] + steps - back  # (B, H)
-    return np.maximum(positions, first[:, None])
+    clipped: np.ndarray = np.maximum(positions, first[:, None])
+    return clipped
 
 
 def gather_windows(

@@ -137,7 +137,8 @@ def ragged_arange(lengths: np.ndarray) -> np.ndarray:
     lengths = np.asarray(lengths, dtype=np.int64)
     total = int(lengths.sum())
     firsts = np.cumsum(lengths) - lengths
-    return np.arange(total, dtype=np.int64) - np.repeat(firsts, lengths)
+    steps: np.ndarray = np.arange(total, dtype=np.int64) - np.repeat(firsts, lengths)
+    return steps
 
 
 def date_text(value: object) -> str:

@@ -177,7 +177,8 @@ def _parse_dates(column: pd.Series, ids: np.ndarray, source: str, where: Callabl
         raise UserInputError(
             f"{source}: series {str(ids[k])!r}, {where(k)}: {column.name} {column.iloc[k]!r} is not a date"
         )
-    return parsed.to_numpy().astype("datetime64[ns]")
+    dates: np.ndarray = parsed.to_numpy().astype("datetime64[ns]")
+    return dates
 
 
 def _numbers(
@@ -191,7 +192,8 @@ def _numbers(
         cell = column.iloc[k]
         problem = "is missing" if pd.isna(cell) else f"{cell!r} is not a finite number"
         raise UserInputError(f"{source}: series {str(ids[k])!r}, {date_text(dates[k])} ({where(k)}): {name} {problem}")
-    return numbers
+    checked: np.ndarray = numbers
+    return checked
 
 
 def read_yahoo_glob(pattern: str, target: str = "Close", covariates: Sequence[str] = ()) -> Panel:
