@@ -32,6 +32,7 @@ from rnn_lightning.errors import UserInputError, check_choice
 from rnn_lightning.models.scaling import SCALINGS, Scaling
 
 WINDOW_NORMS = ("none", "standard", "mean")
+FORECAST_BASES = ("level", "snaive")  # what a zero network output forecasts (see PanelScaling)
 # A window's own scale at or below this (in series-scaled units) counts as zero: the window is not rescaled.
 WINDOW_EPS = 1e-3
 # The forecasts PanelMetrics scores, in its state's first axis; and the scores, in its second.
@@ -50,9 +51,10 @@ class SeriesScaling:
 
     target_transform = "level"
 
-    def __init__(self, loc: Tensor, scale: Tensor) -> None:
+    def __init__(self, loc: Tensor, scale: Tensor, base: Tensor | None = None) -> None:
         self.loc = loc  # (B,) float64
         self.scale = scale  # (B,) float64
+        self.base = base  # (B, H) float64 added to every forecast step (a seasonal naive base), or None
 
     def _maps(self, rows: int, dims: int) -> tuple[Tensor, Tensor]:
         """Loc and scale tiled to ``rows`` samples, shaped to broadcast over ``dims - 1`` trailing dims."""
@@ -60,10 +62,17 @@ class SeriesScaling:
         shape = (-1, *([1] * (dims - 1)))
         return self.loc.repeat(repeats).reshape(shape), self.scale.repeat(repeats).reshape(shape)
 
+    def _base(self, rows: int, dims: int) -> Tensor | float:
+        """The per-step base tiled to ``rows`` samples (rows, H, 1...), or 0.0 without one."""
+        if self.base is None or dims < 2:
+            return 0.0
+        base = self.base.repeat(rows // self.base.shape[0], 1)
+        return base.reshape(*base.shape, *([1] * (dims - 2)))
+
     @property
     def target_offset(self) -> Tensor:
-        """(B, 1): broadcasts over the steps ahead."""
-        return self.loc[:, None]
+        """(B, 1), or (B, H) with a per-step base: broadcasts over the steps ahead."""
+        return self.loc[:, None] if self.base is None else self.loc[:, None] + self.base
 
     @property
     def target_scale(self) -> Tensor:
@@ -73,12 +82,13 @@ class SeriesScaling:
     def scale_targets(self, close: Tensor, ref: Tensor) -> Tensor:
         """Targets in the data's units (B, H) -> float32 scaled targets (B, H)."""
         loc, scale = self._maps(close.shape[0], close.dim())
-        return ((close.to(torch.float64) - loc) / scale).to(torch.float32)
+        base = self._base(close.shape[0], close.dim())
+        return ((close.to(torch.float64) - base - loc) / scale).to(torch.float32)
 
     def to_price(self, out: Tensor, ref: Tensor) -> Tensor:
         """Scaled outputs (B, ...) -> float64 values in each series' units, the same shape."""
         loc, scale = self._maps(out.shape[0], out.dim())
-        return out.to(torch.float64) * scale + loc
+        return out.to(torch.float64) * scale + loc + self._base(out.shape[0], out.dim())
 
     def target_to_price(self, y: Tensor, ref: Tensor) -> Tensor:
         """Unscaled targets are already in the data's units (a ``level`` target): ``y`` as float64."""
@@ -97,6 +107,12 @@ class PanelScaling(Scaling):
         window_norm: ``none``; ``standard`` subtracts each window's mean and divides by its standard
             deviation (in series-scaled units, over its real steps); ``mean`` divides by its mean
             absolute value (best with the ``mean`` series scaling, whose loc is 0).
+        forecast_base: ``level``: a zero network output forecasts the window's (or series') level;
+            ``snaive``: the network forecasts the change from the seasonal naive forecast of its input
+            window (its last ``season_length`` steps repeated; needs ``input_length >= season_length``),
+            in the same units, so a zero output is the seasonal naive forecast.
+        season_length: The season of the ``snaive`` base.
+        horizon: The steps ahead of the ``snaive`` base.
 
     Buffers: ``loc``, ``scale`` (n_series,) float64; ``past_mean``, ``past_std`` (n_past,);
     ``static`` (n_series, n_static) float32; ``fitted``.
@@ -128,14 +144,19 @@ class PanelScaling(Scaling):
         n_static: int = 0,
         calendar_periods: Sequence[int] = (),
         window_norm: str = "none",
+        forecast_base: str = "level",
+        season_length: int = 1,
+        horizon: int = 1,
     ) -> None:
         super().__init__()
         check_choice("window_norm", window_norm, WINDOW_NORMS)
+        check_choice("forecast_base", forecast_base, FORECAST_BASES)
         if n_series < 1:
             raise UserInputError(f"a panel scaling needs at least one series, got n_series={n_series}")
         self.n_series, self.n_past, self.n_static = n_series, n_past, n_static
         self.calendar_periods = tuple(int(p) for p in calendar_periods)
         self.window_norm = window_norm
+        self.forecast_base, self.season_length, self.horizon = forecast_base, int(season_length), int(horizon)
         self.register_buffer("loc", torch.zeros(n_series, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n_series, dtype=torch.float64))
         self.register_buffer("past_mean", torch.zeros(n_past, dtype=torch.float64))
@@ -193,7 +214,16 @@ class PanelScaling(Scaling):
         if self.window_norm != "none":
             w_loc, w_scale = self.window_maps(self.series_scaled(batch), batch.mask)
             loc, scale = loc + scale * w_loc, scale * w_scale
-        return SeriesScaling(loc, scale)
+        if self.forecast_base == "level":
+            return SeriesScaling(loc, scale)
+        return SeriesScaling(torch.zeros_like(loc), scale, self.seasonal_base(batch))
+
+    def seasonal_base(self, batch: Any) -> Tensor:
+        """The seasonal naive forecast of each window (B, H) float64, in the data's units: its last season."""
+        L = batch.x.shape[1]
+        m = min(self.season_length, L)
+        steps = L - m + torch.arange(self.horizon, device=batch.x.device) % m  # (H,) positions in the window
+        return batch.x[:, steps, 0].to(torch.float64)
 
     def inputs(self, batch: Any) -> Tensor:
         """The scaled input windows (B, L, 1 + n_past), float32: target then past covariates, padding 0."""
@@ -210,7 +240,8 @@ class PanelScaling(Scaling):
     def extra_repr(self) -> str:
         return (
             f"n_series={self.n_series}, n_past={self.n_past}, n_static={self.n_static}, "
-            f"calendar_periods={self.calendar_periods}, window_norm={self.window_norm!r}"
+            f"calendar_periods={self.calendar_periods}, window_norm={self.window_norm!r}, "
+            f"forecast_base={self.forecast_base!r}"
         )
 
 

@@ -120,6 +120,8 @@ class PanelDataModule(InMemoryDataModule):
             ``minmax`` or ``mean`` (:func:`~rnn_lightning.data.panel.scaling.fit_scaling`).
         window_norm: ``none``, or ``standard``/``mean`` to normalise each input window again by its own
             statistics (:class:`~rnn_lightning.models.panel.PanelScaling`).
+        forecast_base: ``level`` (the network forecasts the level), or ``snaive``: the change from each
+            input window's seasonal naive forecast (a zero output is the seasonal naive forecast).
         max_windows_per_series: At most this many training windows of each series per epoch (a fresh
             seeded draw every epoch); None: all.
         batch_size: Windows per batch.
@@ -145,6 +147,7 @@ class PanelDataModule(InMemoryDataModule):
         season_length: int | None = None,
         scaling: Literal["standard", "robust", "minmax", "mean"] = "standard",
         window_norm: Literal["none", "standard", "mean"] = "none",
+        forecast_base: Literal["level", "snaive"] = "level",
         max_windows_per_series: int | None = None,
         batch_size: int = 64,
         future: bool = False,
@@ -163,6 +166,7 @@ class PanelDataModule(InMemoryDataModule):
                 check_positive(name, value)
         check_choice("scaling", scaling, SCALINGS)
         check_choice("window_norm", window_norm, WINDOW_NORMS)
+        check_choice("forecast_base", forecast_base, ("level", "snaive"))
         self.source = source
         self.id_column, self.time_column, self.target_column = id_column, time_column, target_column
         self.covariates = covariates
@@ -171,7 +175,7 @@ class PanelDataModule(InMemoryDataModule):
         self.input_length = input_length
         self._season_length = season_length
         self.scaling = scaling
-        self.window_norm = window_norm
+        self.window_norm, self.forecast_base = window_norm, forecast_base
         self.max_windows_per_series = max_windows_per_series
         self.future = future
         self.validation = validation
@@ -273,14 +277,11 @@ class PanelDataModule(InMemoryDataModule):
     @property
     def scaling_spec(self) -> dict[str, Any]:
         """The model's :class:`~rnn_lightning.models.panel.PanelScaling` and the panel's sizes it needs."""
-        return {
-            "type": "panel",
-            "n_series": self.n_series,
-            "n_past": self.panel.n_past,
-            "n_static": self.static_size,
-            "calendar_periods": self.calendar_sizes,
-            "window_norm": self.window_norm,
-        }
+        spec = {"type": "panel", "n_series": self.n_series, "n_past": self.panel.n_past}
+        spec.update(n_static=self.static_size, calendar_periods=self.calendar_sizes, window_norm=self.window_norm)
+        if self.forecast_base != "level":  # the default's spec (and old checkpoints') unchanged
+            spec.update(forecast_base=self.forecast_base, season_length=self.season_length, horizon=self.horizon)
+        return spec
 
     # --- what the model takes from the training parts ------------------------------------------------
 
@@ -393,6 +394,7 @@ class PanelDataModule(InMemoryDataModule):
             "horizon": self.horizon,
             "scaling": self.scaling,
             "window_norm": self.window_norm,
+            **({"forecast_base": self.forecast_base} if self.forecast_base != "level" else {}),
         }
 
     def state_dict(self) -> dict[str, Any]:
