@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rnn_lightning.data.panel.sampling import sample_rows
 from rnn_lightning.data.panel.windows import PanelSplits, SplitName, WindowIndex
 from rnn_lightning.errors import UserInputError, check_positive
 
@@ -137,7 +138,7 @@ def gather_windows(
 class PanelBatches:
     """Iterate over one split's windows in batches: capped per series, optionally shuffled, rank-aware.
 
-    Every epoch draws its windows afresh (:meth:`WindowIndex.sample`, at most
+    Every epoch draws its windows afresh (:meth:`WindowIndex.sample`, by :func:`sample_rows`; at most
     ``max_windows_per_series`` per series) and, when shuffling, a permutation of them, both seeded by
     ``seed`` and the epoch, so every DDP rank draws the same and takes a disjoint interleaved shard;
     every rank yields the same number of batches (as :class:`~rnn_lightning.data.batches.InMemoryBatches`).
@@ -205,7 +206,7 @@ class PanelBatches:
 
     def epoch_rows(self) -> np.ndarray:
         """The window rows this rank gathers in the current epoch, in the order it gathers them."""
-        rows = self.index.sample(self.max_windows_per_series, self.seed, self.epoch)
+        rows = sample_rows(self.index, self.max_windows_per_series, self.seed, self.epoch)
         if self.shuffle:
             rows = np.random.default_rng([self.seed, self.epoch, 1]).permutation(rows)
         return rows[self.rank :: self.world_size]

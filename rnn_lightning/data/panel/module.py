@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import warnings
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -24,8 +23,10 @@ from torch import Tensor
 
 from rnn_lightning.data.base import InMemoryDataModule
 from rnn_lightning.data.panel.batches import PanelBatches, PanelWindows, gather_windows
+from rnn_lightning.data.panel.cache import load_cached
 from rnn_lightning.data.panel.calendar import FEATURES, step_kind
 from rnn_lightning.data.panel.core import Panel, ragged_arange
+from rnn_lightning.data.panel.future import ChainedBatches, future_panel
 from rnn_lightning.data.panel.readers import TOURISM_SETS, load_panel
 from rnn_lightning.data.panel.scaling import SCALINGS
 from rnn_lightning.data.panel.windows import PanelSplits, SplitName, split_panel
@@ -37,66 +38,6 @@ BUSINESS_DAY_SEASON = 5  # a week of trading days (a Yahoo glob's "B" frequency)
 WINDOW_NORMS = ("none", "standard", "mean")
 # At most this many training windows feed the distribution heads' naive distribution (a seeded sample).
 MAX_NAIVE_WINDOWS = 100_000
-
-
-class ChainedBatches:
-    """The batches of several :class:`PanelBatches` one after the other (predict: test, then future)."""
-
-    def __init__(self, *parts: PanelBatches) -> None:
-        self.parts = parts
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
-
-    def __iter__(self) -> Iterator[PanelWindows]:
-        for part in self.parts:
-            yield from part
-
-
-def future_panel(panel: Panel, horizon: int) -> Panel:
-    """``panel`` with its test part joined to its history and ``horizon`` unknown (NaN) steps after each series.
-
-    Its default split (no validation) then has one test window per series: the forecast from each series'
-    last observation, the ``horizon`` steps nobody has seen yet. A panel of row timestamps (trading days)
-    gets business days after its last row.
-    """
-    n = panel.n_series
-    lengths = panel.lengths + panel.test_lengths
-    offsets = np.concatenate([[0], np.cumsum(lengths + horizon)]).astype(np.int64)
-    values = np.full(int(offsets[-1]), np.nan, dtype=np.float32)
-    known = ragged_arange(panel.lengths) + np.repeat(offsets[:-1], panel.lengths)
-    values[known] = panel.values
-    if panel.test_values is not None:
-        tail = ragged_arange(panel.test_lengths) + np.repeat(offsets[:-1] + panel.lengths, panel.test_lengths)
-        values[tail] = panel.test_values
-    past = None
-    if panel.past is not None:
-        past = np.zeros((len(values), panel.n_past), dtype=np.float32)  # never read: inputs end at the origin
-        past[known] = panel.past
-    timestamps = None
-    if panel.timestamps is not None:
-        timestamps = np.empty(len(values), dtype="datetime64[ns]")
-        timestamps[known] = panel.timestamps
-        last = panel.timestamps[panel.offsets[1:] - 1]
-        for i in range(n):  # one date_range per series, not per step
-            days = pd.bdate_range(pd.Timestamp(last[i]), periods=horizon + 1)[1:].to_numpy()
-            timestamps[offsets[i + 1] - horizon : offsets[i + 1]] = days
-    return Panel(
-        ids=panel.ids,
-        values=values,
-        offsets=offsets,
-        starts=panel.starts,
-        freq=panel.freq,
-        past=past,
-        past_names=panel.past_names,
-        static=panel.static,
-        static_names=panel.static_names,
-        timestamps=timestamps,
-        season_length=panel.season_length,
-        horizon=panel.horizon,
-        nominal_starts=panel.nominal_starts,
-        source=panel.source,
-    )
 
 
 class PanelDataModule(InMemoryDataModule):
@@ -130,6 +71,10 @@ class PanelDataModule(InMemoryDataModule):
         min_history: The fewest observed input steps of a training window (None: full windows, or one
             padded window for a series too short for any; see
             :func:`~rnn_lightning.data.panel.windows.split_panel`).
+        cache: Read a long CSV/Parquet file through the memory-mapped panel cache
+            (:func:`~rnn_lightning.data.panel.cache.load_cached`: built once, reused while the file is
+            unchanged); False reads it whole every time.
+        cache_dir: The cache folder; None: ``.rnn_lightning_cache/`` beside the input file.
     """
 
     kind = "panel"  # rnn_lightning.kinds.panels
@@ -153,6 +98,8 @@ class PanelDataModule(InMemoryDataModule):
         future: bool = False,
         validation: bool = True,
         min_history: int | None = None,
+        cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size)
         check_positive("input_length", input_length)
@@ -180,6 +127,7 @@ class PanelDataModule(InMemoryDataModule):
         self.future = future
         self.validation = validation
         self.min_history = min_history
+        self.cache, self.cache_dir = cache, cache_dir
 
     # --- reading: once, on first use (the linked sizes need the series count) --------------------------
 
@@ -190,7 +138,8 @@ class PanelDataModule(InMemoryDataModule):
             return load_panel(self.source)
         if any(ch in self.source for ch in "*?["):
             return load_panel(self.source, target=self.target_column or "Close", covariates=self.covariates or ())
-        return load_panel(
+        reader: Any = functools.partial(load_cached, cache_dir=self.cache_dir) if self.cache else load_panel
+        return reader(
             self.source,
             id_column=self.id_column,
             time_column=self.time_column,
@@ -323,13 +272,16 @@ class PanelDataModule(InMemoryDataModule):
     def batches(self, split: SplitName, shuffle: bool = False, shard: bool = True) -> PanelBatches:
         """One split's :class:`PanelBatches`, each carrying its seasonal naive forecast and MASE scale."""
         rank, world_size = self._distributed() if shard else (0, 1)
+        seed = torch.initial_seed() % 2**31
+        if split == "train" and world_size > 1:  # the ranks' draws must agree, or their shards overlap
+            seed = self.trainer.strategy.broadcast(seed, src=0)  # every rank asks here: a safe collective
         return PanelBatches(
             self.splits,
             split,
             batch_size=self.batch_size,
             shuffle=shuffle,
             max_windows_per_series=self.max_windows_per_series if split == "train" else None,
-            seed=torch.initial_seed() % 2**31,
+            seed=seed,
             rank=rank,
             world_size=world_size,
             epoch_fn=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
