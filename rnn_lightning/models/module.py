@@ -207,7 +207,8 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             out = out[..., -1, :]  # (..., B, H*dirs)
         if known is not None:
             out = torch.cat([out, known.expand(*out.shape[:-1], known.shape[-1])], dim=-1)  # (..., B, W + N)
-        return self.activation(self.fc(out))
+        result: Tensor = self.activation(self.fc(out))
+        return result
 
     def inputs(self, batch: Any) -> Tensor:
         """A raw batch's inputs, scaled as the network expects them (B, T, F), in the weights' dtype."""
@@ -221,8 +222,10 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         if self.panel is not None:
             assert isinstance(self.scaling, PanelScaling)
             x, known = self.panel.features(batch, self.scaling.inputs(batch), self.scaling)
-            return self(x.to(self.dtype), known.to(self.dtype) if known is not None else None)
-        return self(self.inputs(batch))
+            panel_out: Tensor = self(x.to(self.dtype), known.to(self.dtype) if known is not None else None)
+            return panel_out
+        out: Tensor = self(self.inputs(batch))
+        return out
 
     def batch_scaling(self, batch: Any) -> Any:
         """The scaling the head applies to ``batch``: the model's own, or a panel's per-sample view of it."""
@@ -277,7 +280,7 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         The threaded path of ``parallel_directions`` cannot be traced; nn's recurrent modules, whose
         standard ops the exporters know, give the same outputs. The copy is changed, this model is not.
         """
-        clone = copy.deepcopy(self).cpu().eval()
+        clone: RecurrentModel = copy.deepcopy(self).cpu().eval()
         clone.backbone.parallel_directions = False
         return clone
 

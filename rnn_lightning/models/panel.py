@@ -223,7 +223,8 @@ class PanelScaling(Scaling):
         L = batch.x.shape[1]
         m = min(self.season_length, L)
         steps = L - m + torch.arange(self.horizon, device=batch.x.device) % m  # (H,) positions in the window
-        return batch.x[:, steps, 0].to(torch.float64)
+        snaive: Tensor = batch.x[:, steps, 0].to(torch.float64)
+        return snaive
 
     def inputs(self, batch: Any) -> Tensor:
         """The scaled input windows (B, L, 1 + n_past), float32: target then past covariates, padding 0."""

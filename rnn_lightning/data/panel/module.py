@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -138,7 +139,9 @@ class PanelDataModule(InMemoryDataModule):
             return load_panel(self.source)
         if any(ch in self.source for ch in "*?["):
             return load_panel(self.source, target=self.target_column or "Close", covariates=self.covariates or ())
-        reader: Any = functools.partial(load_cached, cache_dir=self.cache_dir) if self.cache else load_panel
+        reader: Callable[..., Panel] = (
+            functools.partial(load_cached, cache_dir=self.cache_dir) if self.cache else load_panel
+        )
         return reader(
             self.source,
             id_column=self.id_column,

@@ -24,7 +24,8 @@ SCALE_EPS = 1e-6
 def _segment_sums(x: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
     """float64 sums of ``x[begin[i]:end[i]]`` for every i (0 for an empty segment)."""
     cumulative = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
-    return cumulative[end] - cumulative[begin]
+    sums: np.ndarray = cumulative[end] - cumulative[begin]
+    return sums
 
 
 def _segment_ids(begin: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,4 +138,5 @@ def mase_scale(
     x = values.astype(np.float64)
     diffs = np.zeros(len(x))
     diffs[season_length:] = np.abs(x[season_length:] - x[:-season_length])  # diffs[t] = |y_t - y_{t-m}|
-    return (_segment_sums(diffs, begin + season_length, end) / pairs).astype(np.float32)
+    scales: np.ndarray = (_segment_sums(diffs, begin + season_length, end) / pairs).astype(np.float32)
+    return scales
