@@ -24,7 +24,7 @@ from rnn_lightning.backtest import BacktestSettings
 from rnn_lightning.backtest.panel_plan import plan_panel_folds
 from rnn_lightning.data.panel.module import PanelDataModule
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tourism_monthly.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tourism_monthly_val.yaml"  # validation per fold
 LENGTHS = {"a": 40, "b": 48, "c": 60}
 H, L, M, K = 6, 12, 12, 2
 END = "2015-12-01"
