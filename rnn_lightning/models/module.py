@@ -338,10 +338,18 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     def configure_gradient_clipping(
         self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
     ) -> None:
-        """Clip by norm each member apart (``Trainer(gradient_clip_val=...)``), as its solo model would be."""
+        """Clip by norm each member apart (``Trainer(gradient_clip_val=...)``), as its solo model would be.
+
+        A panel's series inputs (the embedding table) are one module that every member reads, not a member
+        each: their gradients are clipped as one group, by torch's own rule.
+        """
         members = self.hparams.members
         if members > 1 and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
-            clip_member_norms(self.parameters(), members, float(gradient_clip_val))
+            shared = list(self.panel.parameters()) if self.panel is not None else []
+            ids = {id(p) for p in shared}
+            clip_member_norms((p for p in self.parameters() if id(p) not in ids), members, float(gradient_clip_val))
+            if shared:
+                torch.nn.utils.clip_grad_norm_(shared, float(gradient_clip_val))
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
