@@ -260,6 +260,7 @@ def test_export_matches_predict(panel_csv: Path, tmp_path: Path, fmt: str) -> No
         (lambda f: f.drop(columns="unique_id"), "no id column 'unique_id'"),
         (lambda f: f.drop(index=5), "gap in its MS frequency"),
         (lambda f: f.assign(y=f["y"].astype(object).where(f.index != 7, "x7")), "is not a finite number"),
+        (lambda f: f.assign(y=f["y"].where(f.index != 7, -np.inf)), "y -inf is not a finite number"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, capsys, edit, message: str) -> None:

@@ -190,7 +190,8 @@ def _numbers(
     if bad.any():
         k = int(np.argmax(bad))
         cell = column.iloc[k]
-        problem = "is missing" if pd.isna(cell) else f"{cell!r} is not a finite number"
+        shown = cell.item() if isinstance(cell, np.generic) else cell  # -inf, not np.float64(-inf)
+        problem = "is missing" if pd.isna(cell) else f"{shown!r} is not a finite number"
         raise UserInputError(f"{source}: series {str(ids[k])!r}, {date_text(dates[k])} ({where(k)}): {name} {problem}")
     checked: np.ndarray = numbers
     return checked
