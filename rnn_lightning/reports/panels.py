@@ -23,6 +23,7 @@ from torch import Tensor
 from rnn_lightning.data.panel.batches import gather_windows
 from rnn_lightning.models.module import RecurrentModel
 from rnn_lightning.reports.common import STAGE_SPLITS, Stage, predict_all
+from rnn_lightning.reports.tables import write_csv
 
 SHOWN_SERIES = 4  # series drawn per figure
 HISTORY_HORIZONS = 3  # history drawn before each forecast, in horizons
@@ -61,7 +62,7 @@ def _write_scores(pl_module: pl.LightningModule, datamodule: Any) -> None:
         return
     path = Path(folder) / SERIES_METRICS
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, float_format="%.6f")
+    write_csv(frame, path)
     print(f"series metrics: wrote {len(frame)} series to {path}")
 
 
