@@ -192,6 +192,8 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     from bench_panel_cache import write_panel
 
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as name:
         folder = Path(name)
         if args.tourism:
