@@ -24,8 +24,11 @@ from rnn_lightning.data.panel import (
     read_long,
     read_tourism,
     read_yahoo_glob,
+    scaling,
     split_panel,
 )
+from rnn_lightning.data.panel.calendar import calendar_features
+from rnn_lightning.data.panel.windows import _ragged_windows
 from rnn_lightning.errors import UserInputError
 
 LENGTHS = {"b": 30, "a": 24, "c": 40}
@@ -208,7 +211,12 @@ def test_split_parts_and_windows_never_touch_the_test(tmp_path: Path) -> None:
     assert len(no_val.val) == 0 and (no_val.train.origin + H <= no_val.test_begin[no_val.train.series]).all()
 
 
-def test_scaling_matches_pandas_groupby(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk_rows", [None, 25])
+def test_scaling_matches_pandas_groupby(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int | None
+) -> None:
+    if chunk_rows is not None:  # blocks of series: 18 + 24 training values > 25, one of 34 alone
+        monkeypatch.setattr(scaling, "CHUNK_ROWS", chunk_rows)
     frame = make_long({"a": 24, "b": 30, "c": 40, "flat": 20})
     frame.loc[frame.unique_id == "flat", "y"] = 7.0
     panel = read_long(write_shuffled(frame, tmp_path / "panel.csv"))
@@ -239,6 +247,32 @@ def test_scaling_matches_pandas_groupby(tmp_path: Path) -> None:
     np.testing.assert_allclose(splits.mase_scale(m), mase.to_numpy(), rtol=1e-5)
     empty_loc, empty_scale = fit_scaling(panel.values, np.array([0]), np.array([0]), "standard")
     assert (empty_loc[0], empty_scale[0]) == (0.0, 1.0)
+
+
+def test_block_by_block_statistics_equal_the_one_pass_ones() -> None:
+    """Past covariates' pooled moments, calendar features and window origins, computed in small blocks."""
+    rng = np.random.default_rng(3)
+    lengths = np.array([5, 0, 12, 3, 30, 7])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    columns = rng.normal(50, 3, (int(lengths.sum()), 2)).astype(np.float32)
+    begin, end = offsets[:-1] + 1, offsets[1:] - 1  # each series' inner part (an empty one stays empty)
+    end = np.maximum(end, begin)
+    rows = np.concatenate([np.arange(b, e) for b, e in zip(begin, end, strict=True)])
+    pooled = columns[rows].astype(np.float64)
+    for block in (None, 4, 10, 1000):
+        mean, std = scaling.pooled_moments(columns, begin, end, rows=block)
+        np.testing.assert_allclose(mean, pooled.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(std, pooled.std(0), rtol=1e-10)
+    stamps = pd.date_range("2019-12-25", periods=500, freq="D").to_numpy()
+    whole, blocks = calendar_features(stamps, "D"), calendar_features(stamps, "D", chunk_rows=7)
+    np.testing.assert_array_equal(blocks.values, whole.values)
+    day_of_week = whole.values[:, whole.names.index("day_of_week")]
+    np.testing.assert_array_equal(day_of_week, pd.DatetimeIndex(stamps).day_of_week)
+    series, first, count = np.arange(4), np.array([3, 10, 40, 41]), np.array([2, 0, 3, -1])
+    for step in (1, 5):
+        got_series, got_origin = _ragged_windows(series, first, count, step)
+        want = [(s, f + step * k) for s, f, c in zip(series, first, count, strict=True) for k in range(max(c, 0))]
+        assert list(zip(got_series.tolist(), got_origin.tolist(), strict=True)) == want
 
 
 def test_short_series_are_left_padded_and_one_warning_counts_them(tmp_path: Path) -> None:

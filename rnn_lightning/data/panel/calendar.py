@@ -70,22 +70,27 @@ def step_kind(freq: str) -> str:
     return "secondly" if isinstance(offset, po.Tick) else "daily"
 
 
-def calendar_features(timestamps: np.ndarray, freq: str) -> Calendar:
-    """The :data:`FEATURES` of ``freq``'s kind for each timestamp, as int16 from 0."""
+def calendar_features(timestamps: np.ndarray, freq: str, chunk_rows: int = 1 << 22) -> Calendar:
+    """The :data:`FEATURES` of ``freq``'s kind for each timestamp, as int16 from 0.
+
+    Computed ``chunk_rows`` timestamps at a time: pandas' field arrays are int32/int64 per timestamp, so
+    one pass over 3 x 10^8 rows would hold gigabytes of them; the result is the int16 array alone.
+    """
     wanted = FEATURES[step_kind(freq)]
-    index = pd.DatetimeIndex(timestamps)
     columns = {
-        "quarter_of_year": lambda: index.quarter - 1,
-        "month_of_year": lambda: index.month - 1,
-        "week_of_year": lambda: index.isocalendar().week.to_numpy() - 1,
-        "day_of_week": lambda: index.day_of_week,
-        "hour_of_day": lambda: index.hour,
-        "minute_of_hour": lambda: index.minute,
-        "second_of_minute": lambda: index.second,
+        "quarter_of_year": lambda index: index.quarter - 1,
+        "month_of_year": lambda index: index.month - 1,
+        "week_of_year": lambda index: index.isocalendar().week.to_numpy() - 1,
+        "day_of_week": lambda index: index.day_of_week,
+        "hour_of_day": lambda index: index.hour,
+        "minute_of_hour": lambda index: index.minute,
+        "second_of_minute": lambda index: index.second,
     }
-    values = np.zeros((len(index), len(wanted)), dtype=np.int16)
-    for j, (name, _) in enumerate(wanted):
-        values[:, j] = np.asarray(columns[name](), dtype=np.int16)
+    values = np.zeros((len(timestamps), len(wanted)), dtype=np.int16)
+    for low in range(0, len(timestamps), chunk_rows):
+        index = pd.DatetimeIndex(timestamps[low : low + chunk_rows])
+        for j, (name, _) in enumerate(wanted):
+            values[low : low + len(index), j] = np.asarray(columns[name](index), dtype=np.int16)
     return Calendar(names=tuple(n for n, _ in wanted), periods=tuple(p for _, p in wanted), values=values)
 
 

@@ -29,7 +29,7 @@ from rnn_lightning.data.panel.calendar import FEATURES, step_kind
 from rnn_lightning.data.panel.core import Panel, ragged_arange
 from rnn_lightning.data.panel.future import ChainedBatches, future_panel
 from rnn_lightning.data.panel.readers import TOURISM_SETS, load_panel
-from rnn_lightning.data.panel.scaling import SCALINGS
+from rnn_lightning.data.panel.scaling import SCALINGS, pooled_moments
 from rnn_lightning.data.panel.windows import PanelSplits, SplitName, split_panel
 from rnn_lightning.errors import UserInputError, check_choice, check_positive
 
@@ -247,10 +247,8 @@ class PanelDataModule(InMemoryDataModule):
         fitted: dict[str, Any] = {"loc": torch.from_numpy(loc), "scale": torch.from_numpy(scale)}
         layout = splits.layout
         if layout.past is not None:
-            begin, end = splits.part("train")
-            rows = ragged_arange(end - begin) + np.repeat(begin, end - begin)
-            past = layout.past[rows].astype(np.float64)
-            fitted.update(past_mean=torch.from_numpy(past.mean(0)), past_std=torch.from_numpy(past.std(0)))
+            mean, std = pooled_moments(layout.past, *splits.part("train"))
+            fitted.update(past_mean=torch.from_numpy(mean), past_std=torch.from_numpy(std))
         if layout.static is not None:
             static = layout.static.astype(np.float64)
             std = static.std(0)
@@ -265,9 +263,10 @@ class PanelDataModule(InMemoryDataModule):
         (:class:`~rnn_lightning.models.panel.PanelMetrics`).
         """
         train = self.splits.train
-        rows = np.arange(len(train))
-        if len(rows) > MAX_NAIVE_WINDOWS:
-            rows = np.sort(np.random.default_rng(0).choice(rows, MAX_NAIVE_WINDOWS, replace=False))
+        if len(train) > MAX_NAIVE_WINDOWS:  # the draw of choice(arange(n)), without the arange
+            rows = np.sort(np.random.default_rng(0).choice(len(train), MAX_NAIVE_WINDOWS, replace=False))
+        else:
+            rows = np.arange(len(train))
         return gather_windows(self.splits, train, rows).y.to(torch.float64)
 
     # --- loaders --------------------------------------------------------------------------------------

@@ -3,12 +3,15 @@
 A global model sees series of very different levels (a few visitors and a few million); each is scaled by
 its own (loc, scale), fit on its training part only, so no statistic has seen a validation or test
 value. Every statistic here is vectorized over the series: segment sums by cumulative sums, order
-statistics by one sort keyed by (series, value).
+statistics by one sort keyed by (series, value). They run over consecutive blocks of series of at most
+``CHUNK_ROWS`` values each (:func:`series_chunks`), so their float64 and int64 work arrays are a block's
+size, not the panel's: a panel of 10^6 series x 300 steps needs tens of MB for them, not gigabytes. A
+panel within one block (every panel up to ``CHUNK_ROWS`` values) is computed exactly as in one pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -19,6 +22,47 @@ ScalingMethod = Literal["standard", "robust", "minmax", "mean"]
 SCALINGS: tuple[str, ...] = ("standard", "robust", "minmax", "mean")
 # A scale at or below this fraction of the series' level (or of 1, for a series at zero) counts as zero.
 SCALE_EPS = 1e-6
+# Values per block of series the statistics are computed over at once (their work arrays: 32 MB each).
+CHUNK_ROWS = 1 << 22
+
+
+def series_chunks(begin: np.ndarray, end: np.ndarray, rows: int | None = None) -> Iterator[slice]:
+    """Consecutive slices of the series whose segments hold at most ``rows`` values together.
+
+    Every slice has at least one series, so a series longer than ``rows`` is a block of its own.
+    ``rows`` None reads :data:`CHUNK_ROWS` when called.
+    """
+    rows = CHUNK_ROWS if rows is None else rows
+    lengths = np.maximum(np.asarray(end, dtype=np.int64) - np.asarray(begin, dtype=np.int64), 0)
+    total = np.cumsum(lengths)
+    i, n = 0, len(lengths)
+    while i < n:
+        before = int(total[i - 1]) if i else 0
+        j = max(int(np.searchsorted(total, before + rows, side="right")), i + 1)
+        yield slice(i, j)
+        i = j
+
+
+def by_series_chunks(
+    stat: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    values: np.ndarray,
+    begin: np.ndarray,
+    end: np.ndarray,
+    rows: int | None = None,
+) -> np.ndarray:
+    """``stat(values, begin, end)`` (per series on its last axis) computed block of series by block.
+
+    Each block sees the span of ``values`` its segments cover, with ``begin``/``end`` rebased to it.
+    """
+    begin, end = np.asarray(begin, dtype=np.int64), np.asarray(end, dtype=np.int64)
+    parts = []
+    for block in series_chunks(begin, end, rows):
+        b, e = begin[block], end[block]
+        low, high = int(b.min()), int(max(e.max(), b.max()))
+        parts.append(stat(values[low:high], b - low, e - low))
+    if not parts:
+        return stat(values[:0], begin, end)
+    return np.concatenate(parts, axis=-1)
 
 
 def _segment_sums(x: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -42,6 +86,11 @@ def segment_quantiles(values: np.ndarray, begin: np.ndarray, end: np.ndarray, q:
 
     Empty segments give NaN.
     """
+    return by_series_chunks(lambda v, b, e: _block_quantiles(v, b, e, q), values, begin, end)
+
+
+def _block_quantiles(values: np.ndarray, begin: np.ndarray, end: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """:func:`segment_quantiles` of one block of series, in one sort."""
     positions, seg = _segment_ids(begin, end)
     x = values[positions].astype(np.float64)
     order = np.lexsort((x, seg))
@@ -88,14 +137,9 @@ def fit_scaling(
     begin, end = np.asarray(begin, dtype=np.int64), np.asarray(end, dtype=np.int64)
     lengths = (end - begin).astype(np.float64)
     count = np.maximum(lengths, 1.0)
-    absolute = _segment_sums(np.abs(values), begin, end) / count
+    absolute = by_series_chunks(lambda v, b, e: _segment_sums(np.abs(v), b, e), values, begin, end) / count
     if method == "standard":
-        loc = _segment_sums(values, begin, end) / count
-        # Squared deviations around loc (a second pass): E[y^2] - E[y]^2 cancels badly for a high level
-        # with a small spread.
-        positions, seg = _segment_ids(begin, end)
-        deviation = values[positions].astype(np.float64) - loc[seg]
-        scale = np.sqrt(np.bincount(seg, weights=deviation**2, minlength=len(begin)) / count)
+        loc, scale = by_series_chunks(_block_moments, values, begin, end)
     elif method == "robust":
         q25, q50, q75 = segment_quantiles(values, begin, end, (0.25, 0.5, 0.75))
         loc, scale = q50, q75 - q25
@@ -110,6 +154,18 @@ def fit_scaling(
     loc = np.where(empty, 0.0, loc)
     scale = np.where(empty, 1.0, scale)
     return loc.astype(np.float32), scale.astype(np.float32)
+
+
+def _block_moments(values: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """float64 (2, n): each segment's mean and population standard deviation, of one block of series."""
+    count = np.maximum(end - begin, 1).astype(np.float64)
+    loc = _segment_sums(values, begin, end) / count
+    # Squared deviations around loc (a second pass): E[y^2] - E[y]^2 cancels badly for a high level
+    # with a small spread.
+    positions, seg = _segment_ids(begin, end)
+    deviation = values[positions].astype(np.float64) - loc[seg]
+    scale = np.sqrt(np.bincount(seg, weights=deviation**2, minlength=len(begin)) / count)
+    return np.stack([loc, scale])
 
 
 def mase_scale(
@@ -135,8 +191,36 @@ def mase_scale(
             f"series {ids[i]!r}: season length {season_length} is longer than its training part "
             f"({int(end[i] - begin[i])} steps); a seasonal difference needs more than {season_length} steps"
         )
+    sums = by_series_chunks(lambda v, b, e: _seasonal_diff_sums(v, b, e, season_length), values, begin, end)
+    scales: np.ndarray = (sums / pairs).astype(np.float32)
+    return scales
+
+
+def _seasonal_diff_sums(values: np.ndarray, begin: np.ndarray, end: np.ndarray, season_length: int) -> np.ndarray:
+    """float64 (n,): each segment's sum of ``|y_t - y_{t-m}|`` over its t >= begin + m, of one block."""
     x = values.astype(np.float64)
     diffs = np.zeros(len(x))
     diffs[season_length:] = np.abs(x[season_length:] - x[:-season_length])  # diffs[t] = |y_t - y_{t-m}|
-    scales: np.ndarray = (_segment_sums(diffs, begin + season_length, end) / pairs).astype(np.float32)
-    return scales
+    return _segment_sums(diffs, begin + season_length, end)
+
+
+def pooled_moments(
+    columns: np.ndarray, begin: np.ndarray, end: np.ndarray, rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (n_columns,) mean and population standard deviation of ``columns`` over all the segments' rows.
+
+    Pooled over every segment (one statistic per column, not per series): what the model standardises
+    past covariates by. Two passes over blocks of series (sums, then squared deviations), so the work
+    arrays are a block's rows; one block computes what ``x.mean(0)`` and ``x.std(0)`` give.
+    """
+    begin, end = np.asarray(begin, dtype=np.int64), np.asarray(end, dtype=np.int64)
+    sums, squares, count = np.zeros(columns.shape[1]), np.zeros(columns.shape[1]), 0
+    for block in series_chunks(begin, end, rows):
+        positions, _ = _segment_ids(begin[block], end[block])
+        sums += np.add.reduce(columns[positions].astype(np.float64), axis=0)
+        count += len(positions)
+    mean = sums / max(count, 1)
+    for block in series_chunks(begin, end, rows):  # around the mean: E[x^2] - E[x]^2 cancels badly
+        positions, _ = _segment_ids(begin[block], end[block])
+        squares += np.add.reduce((columns[positions].astype(np.float64) - mean) ** 2, axis=0)
+    return mean, np.sqrt(squares / max(count, 1))
