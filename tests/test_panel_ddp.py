@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import Callback
 from test_ddp import read_probes, run_ddp, run_folder
 from test_panels import LENGTHS, cli_args, make_panel, run_cli
 
-from rnn_lightning.data.panel import PanelBatches, WindowIndex, panel_from_frame, split_panel
+from rnn_lightning.data.panel import PanelBatches, WindowIndex, panel_from_frame, scaling, split_panel
 from rnn_lightning.data.panel.sampling import sample_rows
 
 
@@ -60,9 +60,12 @@ def test_two_ranks_share_each_epoch_without_overlap(cap: int | None, batch_size:
     assert epochs[0] != epochs[1] or cap is None  # a fresh draw each epoch under a cap
 
 
+@pytest.mark.parametrize("block", [None, 10])
 @pytest.mark.parametrize("cap", [None, 1, 2, 5, 8, 9])
-def test_the_fast_draw_is_the_index_draw(cap: int | None) -> None:
+def test_the_fast_draw_is_the_index_draw(cap: int | None, block: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """``sample_rows`` (what every rank draws each epoch) keeps exactly ``WindowIndex.sample``'s windows."""
+    if block is not None:  # compared in blocks of series of at most 10 windows (or one series alone)
+        monkeypatch.setattr(scaling, "CHUNK_ROWS", block)
     rng = np.random.default_rng(3)
     for trial in range(60):
         counts = rng.integers(0, 14, rng.integers(1, 25)) if trial % 2 else rng.integers(9, 14, 7)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnn_lightning.data.panel.scaling import series_chunks
 from rnn_lightning.data.panel.windows import WindowIndex
 from rnn_lightning.errors import check_positive
 
@@ -40,9 +41,22 @@ def sample_rows(index: WindowIndex, max_per_series: int | None, seed: int = 0, e
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     for _ in range(max_per_series):
         lowest = np.minimum.reduceat(left, starts)
-        at = np.flatnonzero(left == np.repeat(lowest, sizes))
+        at = _at_minimum(left, lowest, starts, sizes)
         segment = np.searchsorted(starts, at, side="right")
         first = at[np.concatenate([[True], segment[1:] != segment[:-1]])]  # the earliest of ties
         keep[first if rows is None else rows[first]] = True
         left[first] = np.inf
     return np.flatnonzero(keep)
+
+
+def _at_minimum(left: np.ndarray, lowest: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Positions (ascending) where ``left`` equals its segment's ``lowest``, compared block of series by block.
+
+    The same as ``flatnonzero(left == repeat(lowest, sizes))`` without a float64 copy of every key per pass.
+    """
+    parts = []
+    for block in series_chunks(starts, starts + sizes):
+        a = int(starts[block.start])
+        b = int(starts[block.stop - 1] + sizes[block.stop - 1])
+        parts.append(a + np.flatnonzero(left[a:b] == np.repeat(lowest[block], sizes[block])))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
