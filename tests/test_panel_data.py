@@ -28,6 +28,7 @@ from rnn_lightning.data.panel import (
     split_panel,
 )
 from rnn_lightning.data.panel.calendar import calendar_features
+from rnn_lightning.data.panel.timeline import Timeline
 from rnn_lightning.data.panel.windows import _ragged_windows
 from rnn_lightning.errors import UserInputError
 
@@ -357,11 +358,46 @@ def test_gathered_batch_equals_slicing_by_hand(tmp_path: Path) -> None:
     assert splits.calendar.names == ("month_of_year",) and splits.calendar.periods == (12,)
 
 
+@pytest.mark.parametrize("freq", ["MS", "QS-JAN", "D", "B", "W-SUN", "h", "YS"])
+def test_the_shared_calendar_grid_gives_every_rows_timestamp_and_features(freq: str) -> None:
+    """A regular panel's positions read one shared grid: the same timestamps and calendar features as one
+    ``pandas.date_range`` per series (``regular_timestamps``) and ``calendar_features`` of all of them."""
+    rng = np.random.default_rng(5)
+    grid = pd.date_range("2001-01-01", periods=40, freq=freq)
+    lengths = rng.integers(0, 30, 12)
+    starts = grid[rng.integers(0, 10, 12)].to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    timeline = Timeline(offsets, starts, freq)
+    assert timeline.grid is not None and len(timeline.grid) < offsets[-1]  # the grid, not a row each
+    ranges = [pd.date_range(s, periods=n, freq=freq).to_numpy() for s, n in zip(starts, lengths, strict=True)]
+    want = np.concatenate(ranges)
+    np.testing.assert_array_equal(np.asarray(timeline), want)
+    positions = rng.integers(0, offsets[-1], (5, 7))
+    np.testing.assert_array_equal(timeline[positions], want[positions])
+    features = calendar_features(want, freq)
+    np.testing.assert_array_equal(timeline.calendar(positions), features.values[positions])
+    assert timeline.every_calendar().names == features.names
+    np.testing.assert_array_equal(timeline.every_calendar().values, features.values)
+    series = np.searchsorted(offsets, positions[:, 0], side="right") - 1  # one series per row: its own positions
+    inside = np.minimum(offsets[series][:, None] + np.arange(3), offsets[series + 1][:, None] - 1)
+    np.testing.assert_array_equal(timeline.calendar(inside, series), features.values[inside])
+    # Starts off one grid (a month start and a mid-month day), or rows of their own: one timestamp per row.
+    odd = Timeline(np.array([0, 20, 40]), np.array(["2001-01-01", "2001-01-15"], dtype="datetime64[ns]"), "D")
+    assert odd.grid is not None  # daily: the 15th is on the daily grid
+    off = Timeline(np.array([0, 20, 40]), np.array(["2001-01-01", "2001-01-15"], dtype="datetime64[ns]"), "MS")
+    assert off.grid is None and len(np.asarray(off)) == 40
+    rows = pd.to_datetime(["2020-01-02", "2020-01-03", "2020-01-06"]).to_numpy()
+    own = Timeline(np.array([0, 3]), rows[:1], "B", timestamps=rows)
+    np.testing.assert_array_equal(own[np.array([2, 0])], rows[[2, 0]])
+    np.testing.assert_array_equal(own.calendar(np.array([2]))[:, 0], [0])  # a Monday
+
+
 def test_daily_calendar_features_from_frame() -> None:
     frame = make_long({"x": 30, "y": 20}, freq="D")
     panel = panel_from_frame(frame)
     assert panel.freq == "D"
     splits = split_panel(panel, input_length=7, horizon=2)
     assert splits.calendar.names == ("day_of_week", "month_of_year")
-    np.testing.assert_array_equal(splits.calendar.values[:, 0], pd.DatetimeIndex(splits.layout.timestamps).day_of_week)
+    stamps = pd.DatetimeIndex(np.asarray(splits.layout.timestamps))
+    np.testing.assert_array_equal(splits.calendar.values[:, 0], stamps.day_of_week)
     assert list(frame.columns) == ["unique_id", "ds", "y", "promo", "size"]  # the caller's frame is unchanged

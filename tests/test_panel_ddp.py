@@ -60,21 +60,40 @@ def test_two_ranks_share_each_epoch_without_overlap(cap: int | None, batch_size:
     assert epochs[0] != epochs[1] or cap is None  # a fresh draw each epoch under a cap
 
 
+def one_pass_sample(series: np.ndarray, cap: int | None, seed: int, epoch: int) -> np.ndarray:
+    """The cap's definition in one pass over every window: the ``cap`` smallest keys of each series."""
+    if cap is None:
+        return np.arange(len(series))
+    keys = np.random.default_rng([seed, epoch]).random(len(series))
+    order = np.lexsort((keys, series))
+    rank = np.concatenate([np.arange(c) for c in np.bincount(series)]) if len(series) else np.zeros(0, int)
+    return np.sort(order[rank < cap])
+
+
 @pytest.mark.parametrize("block", [None, 10])
 @pytest.mark.parametrize("cap", [None, 1, 2, 5, 8, 9])
 def test_the_fast_draw_is_the_index_draw(cap: int | None, block: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``sample_rows`` (what every rank draws each epoch) keeps exactly ``WindowIndex.sample``'s windows."""
-    if block is not None:  # compared in blocks of series of at most 10 windows (or one series alone)
+    """``sample_rows`` (what every rank draws each epoch) and ``WindowIndex.sample`` keep the windows of the
+    cap's one-pass definition, also when they draw and sort in blocks of series of at most 10 windows."""
+    if block is not None:
         monkeypatch.setattr(scaling, "CHUNK_ROWS", block)
     rng = np.random.default_rng(3)
     for trial in range(60):
         counts = rng.integers(0, 14, rng.integers(1, 25)) if trial % 2 else rng.integers(9, 14, 7)
-        series = np.repeat(np.arange(len(counts)), counts)
-        if not len(series):
+        if not counts.sum():
             continue
-        index = WindowIndex(series, np.arange(len(series)) * 3, 12, 6)
+        index = WindowIndex(rng.integers(0, 50, len(counts)), counts, 3, 12, 6)
         for epoch in range(2):
-            np.testing.assert_array_equal(sample_rows(index, cap, 5, epoch), index.sample(cap, 5, epoch))
+            want = one_pass_sample(index.series, cap, 5, epoch)
+            np.testing.assert_array_equal(index.sample(cap, 5, epoch), want)
+            np.testing.assert_array_equal(sample_rows(index, cap, 5, epoch), want)
+        rows = rng.permutation(len(index))[: len(index) // 2]
+        series, origin = index.locate(rows)
+        np.testing.assert_array_equal(series, index.series[rows])
+        np.testing.assert_array_equal(origin, index.origin[rows])
+        runs = enumerate(zip(index.first, counts, strict=True))
+        want_pairs = [(s, f + 3 * k) for s, (f, c) in runs for k in range(c)]
+        assert list(zip(index.series.tolist(), index.origin.tolist(), strict=True)) == want_pairs
 
 
 class PanelProbe(Callback):

@@ -98,8 +98,7 @@ def gather_windows(
     """
     rows = rows.numpy() if isinstance(rows, Tensor) else np.asarray(rows)
     layout = splits.layout
-    series = index.series[rows]
-    origin = index.origin[rows]
+    series, origin = index.locate(rows)
     first = layout.offsets[series]
     L, H = index.input_length, index.horizon
     inputs = origin[:, None] + np.arange(-L, 0, dtype=np.int64)  # (B, L)
@@ -115,8 +114,8 @@ def gather_windows(
         x = target_x
     n_static = 0 if layout.static is None else layout.static.shape[1]
     static = layout.static[series] if layout.static is not None else np.zeros((len(rows), n_static), np.float32)
-    calendar = splits.calendar.values
-    calendar_x = np.where(mask[..., None], calendar[inputs], 0).astype(np.int64)
+    timeline = layout.timestamps
+    calendar_x = np.where(mask[..., None], timeline.calendar(inputs, series), 0).astype(np.int64)
     values = layout.values
     scale = np.full(len(rows), np.nan, np.float32) if mase_scale is None else mase_scale[series].astype(np.float32)
     return PanelWindows(
@@ -128,7 +127,7 @@ def gather_windows(
         step=torch.from_numpy(origin - first),
         static=torch.from_numpy(np.ascontiguousarray(static, dtype=np.float32)),
         calendar_x=torch.from_numpy(calendar_x),
-        calendar_y=torch.from_numpy(calendar[targets].astype(np.int64)),
+        calendar_y=torch.from_numpy(timeline.calendar(targets, series).astype(np.int64)),
         ref=torch.from_numpy(values[origin - 1]),
         snaive=torch.from_numpy(values[seasonal_positions(origin, first, H, season_length)]),
         mase_scale=torch.from_numpy(scale),

@@ -6,13 +6,13 @@ fine for Tourism (10^5 windows) and most of an epoch for 10^5 series x 300 steps
 a lexsort of about 25 s on a loaded 2-core machine, more than the epoch's training steps). For a
 small cap, :func:`sample_rows` picks the same windows by ``k`` passes of a per-series minimum
 (``np.minimum.reduceat``) over the same keys; ties go to the earlier window, as the stable lexsort's.
+Both draw and work block of series by block, so their work arrays are a block's, not the panel's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rnn_lightning.data.panel.scaling import series_chunks
 from rnn_lightning.data.panel.windows import WindowIndex
 from rnn_lightning.errors import check_positive
 
@@ -21,13 +21,23 @@ MAX_PASSES = 8
 
 
 def sample_rows(index: WindowIndex, max_per_series: int | None, seed: int = 0, epoch: int = 0) -> np.ndarray:
-    """``index.sample(max_per_series, seed, epoch)``, the same rows (ascending), without a sort for a small cap."""
+    """``index.sample(max_per_series, seed, epoch)``, the same rows (ascending), without a sort for a small cap.
+
+    Block of series by block (:meth:`WindowIndex.blocks`), on the same keys as the sample's.
+    """
     if max_per_series is None or max_per_series > MAX_PASSES or not len(index):
         return index.sample(max_per_series, seed, epoch)
     check_positive("max_windows_per_series", max_per_series)
-    keys = np.random.default_rng([seed, epoch]).random(len(index))  # WindowIndex.sample's draw
-    counts = np.bincount(index.series).astype(np.int64)
-    big = counts > max_per_series  # the series that lose windows; the others keep all of theirs
+    generator = np.random.default_rng([seed, epoch])  # WindowIndex.sample's draw, in the same pieces
+    parts = [np.zeros(0, dtype=np.int64)]
+    for block, a, b in index.blocks():
+        parts.append(a + _lowest(generator.random(b - a), index.count[block], max_per_series))
+    return np.concatenate(parts)
+
+
+def _lowest(keys: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """Rows (ascending) of the ``k`` smallest ``keys`` of each series (``counts`` consecutive rows each)."""
+    big = counts > k  # the series that lose windows; the others keep all of theirs
     in_big = np.repeat(big, counts)
     keep = ~in_big
     if not big.any():
@@ -35,28 +45,15 @@ def sample_rows(index: WindowIndex, max_per_series: int | None, seed: int = 0, e
     if big.all():  # every series loses windows (the usual case): no copy of the keys
         rows, left = None, keys
     else:
-        rows = np.flatnonzero(in_big)  # grouped by series, as the index is
+        rows = np.flatnonzero(in_big)  # grouped by series
         left = keys[rows]
     sizes = counts[big]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    for _ in range(max_per_series):
+    for _ in range(k):
         lowest = np.minimum.reduceat(left, starts)
-        at = _at_minimum(left, lowest, starts, sizes)
+        at = np.flatnonzero(left == np.repeat(lowest, sizes))
         segment = np.searchsorted(starts, at, side="right")
         first = at[np.concatenate([[True], segment[1:] != segment[:-1]])]  # the earliest of ties
         keep[first if rows is None else rows[first]] = True
         left[first] = np.inf
     return np.flatnonzero(keep)
-
-
-def _at_minimum(left: np.ndarray, lowest: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Positions (ascending) where ``left`` equals its segment's ``lowest``, compared block of series by block.
-
-    The same as ``flatnonzero(left == repeat(lowest, sizes))`` without a float64 copy of every key per pass.
-    """
-    parts = []
-    for block in series_chunks(starts, starts + sizes):
-        a = int(starts[block.start])
-        b = int(starts[block.stop - 1] + sizes[block.stop - 1])
-        parts.append(a + np.flatnonzero(left[a:b] == np.repeat(lowest[block], sizes[block])))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
