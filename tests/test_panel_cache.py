@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnn_lightning.data.panel import cache
+from rnn_lightning.data.panel import cache, stream
 from rnn_lightning.data.panel.cache import cache_location, load_cached, read_long_chunked
 from rnn_lightning.data.panel.core import Panel
 from rnn_lightning.data.panel.readers import read_long
@@ -71,6 +71,13 @@ def test_cache_equals_read_long_with_static_and_past_covariates(tmp_path: Path, 
     want = read_long(path)
     assert want.static_names == ["size"] and want.past_names == ["promo"]
     assert_same_panel(read_long_chunked(path, chunk_rows=CHUNK), want)
+    # The build's columns in memory-mapped scratch files instead of RAM: the same panel, read from there.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    mapped = read_long_chunked(path, chunk_rows=CHUNK, scratch=scratch)
+    assert_same_panel(mapped, want)
+    assert isinstance(mapped.values, np.memmap) and Path(mapped.values.filename).parent == scratch.resolve()
+    assert isinstance(mapped.past, np.memmap)
     panel = load_cached(path, chunk_rows=CHUNK)
     assert_same_panel(panel, want)
     assert panel.source == str(path)
@@ -89,6 +96,24 @@ def test_sorted_input_integer_ids_and_one_chunk(tmp_path: Path) -> None:
     assert want.ids == ["10", "100", "9"]  # string order, as read_long sorts them
     assert_same_panel(load_cached(path), want)
     assert_same_panel(load_cached(path, tmp_path / "other", chunk_rows=5), want)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_checks_and_counts_in_small_blocks_equal_read_long(
+    tmp_path: Path, shuffle: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order check, the row counts and the per-series checks of the build, a few rows at a time."""
+    monkeypatch.setattr(stream, "CHECK_ROWS", 4)
+    path = write(make_long({"b": 9, "a": 7, "c": 11}), tmp_path / "panel.parquet", shuffle=shuffle)
+    assert_same_panel(load_cached(path, chunk_rows=CHUNK), read_long(path))
+    frame = make_long({"a": 7, "b": 9})
+    frame.loc[12, "ds"] = frame.loc[11, "ds"]  # a duplicated date in series b, past the first block
+    bad = write(frame, tmp_path / "bad.parquet", shuffle=shuffle)
+    with pytest.raises(UserInputError) as expected:
+        read_long(bad)
+    with pytest.raises(UserInputError) as got:
+        load_cached(bad, chunk_rows=CHUNK)
+    assert str(got.value) == str(expected.value)
 
 
 def test_static_split_compares_exact_values_like_read_long(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ result to disk once.
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ def read_long_chunked(
     freq: str | None = None,
     covariates: Sequence[str] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    scratch: Path | None = None,
 ) -> Panel:
     """:func:`read_long` that streams the file in chunks instead of holding it as a DataFrame.
 
@@ -69,9 +71,14 @@ def read_long_chunked(
         freq: As :func:`read_long`.
         covariates: As :func:`read_long`.
         chunk_rows: Rows per chunk.
+        scratch: A folder for the kept columns: each is then a memory-mapped ``.npy`` file there
+            instead of an array in memory, so the build of a panel larger than RAM runs from the page
+            cache (the kernel writes the columns' pages out as it needs the memory). The folder must
+            exist; the caller removes it once the panel is used. None: in memory.
 
     Returns:
-        The panel, in memory (:func:`load_cached` writes it to the cache).
+        The panel: in memory, or with arrays mapped from ``scratch`` (:func:`load_cached` writes it to
+        the cache).
     """
     path = Path(path)
     source = str(path)
@@ -99,7 +106,7 @@ def read_long_chunked(
             else csv_chunks(path, id_column, [raw_of[c] for c in wanted], chunk_rows)
         )
         capacity = parquet_rows(path) if parquet else csv_rows(path)
-        stream = _Stream(source, line_of, id_column, time_column, target_column, extra, capacity)
+        stream = _Stream(source, line_of, id_column, time_column, target_column, extra, capacity, scratch)
         for start, local, names, frame in chunks:
             frame.columns = pd.Index(wanted[1:])
             stream.add(start, local, names, frame)
@@ -131,6 +138,7 @@ class _Stream:
     target_column: str
     covariates: list[str]
     capacity: int
+    scratch: Path | None = None
     code_of: dict[str, int] = field(default_factory=dict)
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
     kept: int = 0
@@ -206,7 +214,7 @@ class _Stream:
             self._keep(name, narrow, np.float32)
             return
         if buffer is not None and buffer.dtype == np.float32:
-            wide = np.empty(len(buffer), dtype=np.float64)
+            wide = self._allocate(name, len(buffer), np.float64)
             wide[: self.kept] = buffer[: self.kept]
             self.buffers[name] = wide
         self._keep(name, values, np.float64)
@@ -222,13 +230,17 @@ class _Stream:
             lookup[k] = self.code_of.setdefault(names[k], len(self.code_of))
         return lookup.astype(np.int32)
 
+    def _allocate(self, name: str, rows: int, dtype: type | np.dtype) -> np.ndarray:
+        """An empty column of ``rows``: in memory, or a fresh memory-mapped file in ``scratch``."""
+        return allocate(self.scratch, name, rows, dtype)
+
     def _keep(self, name: str, chunk: np.ndarray, dtype: type | None = None) -> None:
         """Copy ``chunk`` into its column's buffer, allocated once at the input's row count."""
         buffer = self.buffers.get(name)
         if buffer is None:
-            buffer = self.buffers[name] = np.empty(self.capacity, dtype=dtype or chunk.dtype)
+            buffer = self.buffers[name] = self._allocate(name, self.capacity, dtype or chunk.dtype)
         if self.kept + len(chunk) > len(buffer):  # only if the row count was underestimated
-            grown = np.empty(max(2 * len(buffer), self.kept + len(chunk)), dtype=buffer.dtype)
+            grown = self._allocate(name, max(2 * len(buffer), self.kept + len(chunk)), buffer.dtype)
             grown[: self.kept] = buffer[: self.kept]
             buffer = self.buffers[name] = grown
         buffer[self.kept : self.kept + len(chunk)] = chunk
@@ -259,7 +271,10 @@ class _Stream:
         for first in range(0, len(codes), CHECK_ROWS):  # in place, block by block: no second copy
             codes[first : first + CHECK_ROWS] = rank[codes[first : first + CHECK_ROWS]]
         stamps = self._take("stamps")
-        rows = _SortedRows(_sort_order(codes, stamps), np.bincount(codes, minlength=len(ids)))
+        lengths = np.zeros(len(ids), dtype=np.int64)
+        for first in range(0, len(codes), CHECK_ROWS):  # bincount casts to int64: a block at a time
+            lengths += np.bincount(codes[first : first + CHECK_ROWS], minlength=len(ids))
+        rows = _SortedRows(_sort_order(codes, stamps), lengths, self.scratch)
         del codes
         offsets = rows.offsets
 
@@ -289,7 +304,7 @@ class _Stream:
         starts = stamps[rows.rows_of(offsets[:-1])].view("datetime64[ns]")
         del stamps
 
-        values = rows.arrange(self._take("target"))
+        values = rows.arrange(self._take("target"), "sorted target")
         past_names: list[str] = []
         static_names: list[str] = []
         past_columns: list[np.ndarray] = []
@@ -307,7 +322,7 @@ class _Stream:
                 static_columns.append(cells[rows.rows_of(offsets[:-1])].astype(np.float32))
             else:
                 past_names.append(column)
-                past_columns.append(rows.arrange(cells))
+                past_columns.append(rows.arrange(cells, f"sorted {column}"))
             del cells
         return Panel(
             ids=ids,
@@ -315,7 +330,7 @@ class _Stream:
             offsets=offsets,
             starts=starts,
             freq=freq,
-            past=_stack(past_columns),
+            past=_stack(past_columns, self.scratch),
             past_names=past_names,
             static=_stack(static_columns),
             static_names=static_names,
@@ -330,10 +345,12 @@ class _SortedRows:
         order: File row of each sorted row (int32 when the rows fit), or None when the file is in
             (id, time) order already.
         lengths: Each series' row count, in id order.
+        scratch: Where sorted copies are mapped (:func:`allocate`); None: in memory.
     """
 
-    def __init__(self, order: np.ndarray | None, lengths: np.ndarray) -> None:
+    def __init__(self, order: np.ndarray | None, lengths: np.ndarray, scratch: Path | None = None) -> None:
         self.order = order
+        self.scratch = scratch
         self.lengths = lengths.astype(np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
         self.blocks: list[tuple[int, int]] = []
@@ -357,11 +374,11 @@ class _SortedRows:
         first, last = int(self.offsets[a]), int(self.offsets[b])
         return column[first:last] if self.order is None else column[self.order[first:last]]
 
-    def arrange(self, column: np.ndarray) -> np.ndarray:
+    def arrange(self, column: np.ndarray, name: str = "sorted") -> np.ndarray:
         """float32 ``column`` in sorted order, converted block by block (no sorted float64 copy)."""
         if self.order is None and column.dtype == np.float32:
             return column
-        out = np.empty(len(column), dtype=np.float32)
+        out = allocate(self.scratch, name, len(column), np.float32)
         for a, b in self.blocks:
             out[self.offsets[a] : self.offsets[b]] = self.gather(column, a, b)
         return out
@@ -377,7 +394,21 @@ class _SortedRows:
         return True
 
 
-def _stack(columns: list[np.ndarray]) -> np.ndarray | None:
+def allocate(scratch: Path | None, name: str, rows: int | tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
+    """An uninitialised array: in memory, or (``scratch`` a folder) a new memory-mapped ``.npy`` file there.
+
+    Every call makes a new file (a column that grows or widens gets another one): the caller removes the
+    whole ``scratch`` folder after the build.
+    """
+    if scratch is None:
+        return np.empty(rows, dtype=dtype)
+    path = scratch / f"{name.replace(' ', '_')}-{uuid.uuid4().hex[:8]}.npy"
+    shape = (rows,) if isinstance(rows, int) else rows
+    mapped: np.ndarray = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
+    return mapped
+
+
+def _stack(columns: list[np.ndarray], scratch: Path | None = None) -> np.ndarray | None:
     """float32 (rows, len(columns)) of equal-length columns, or None for none; the list is emptied.
 
     One column becomes a view of itself; more are copied in and let go of one by one.
@@ -386,7 +417,7 @@ def _stack(columns: list[np.ndarray]) -> np.ndarray | None:
         return None
     if len(columns) == 1:
         return columns.pop().reshape(-1, 1)
-    out = np.empty((len(columns[0]), len(columns)), dtype=np.float32)
+    out = allocate(scratch, "past", (len(columns[0]), len(columns)), np.float32)
     for j in range(len(columns)):
         out[:, j] = columns[0]
         del columns[0]
@@ -394,9 +425,19 @@ def _stack(columns: list[np.ndarray]) -> np.ndarray | None:
 
 
 def _sort_order(codes: np.ndarray, stamps: np.ndarray) -> np.ndarray | None:
-    """The stable order of rows by (code, stamp), or None when they are in it already (no copy needed)."""
-    if (codes[1:] >= codes[:-1]).all():
-        if ((codes[1:] > codes[:-1]) | (stamps[1:] >= stamps[:-1])).all():
-            return None
+    """The stable order of rows by (code, stamp), or None when they are in it already (no copy needed).
+
+    Whether they are is checked a block of rows at a time (each block overlapping the next by a row),
+    so the check's boolean temporaries are a block's. Sorting needs the whole order: 4 or 8 bytes a
+    row in memory, the one part of a build that a file in (id, time) order does not pay.
+    """
+    in_order = True
+    for low in range(0, max(len(codes) - 1, 0), CHECK_ROWS):
+        a, b = codes[low : low + CHECK_ROWS + 1], stamps[low : low + CHECK_ROWS + 1]
+        if not ((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (b[1:] >= b[:-1]))).all():
+            in_order = False
+            break
+    if in_order:
+        return None
     order = np.lexsort((stamps, codes))
     return order.astype(np.int32) if len(order) < np.iinfo(np.int32).max else order
