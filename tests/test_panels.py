@@ -16,6 +16,7 @@ import torch
 from helpers import only_version_dir, scalars, write_price_csv
 
 from rnn_lightning.cli import main
+from rnn_lightning.data.panel.batches import gather_windows
 from rnn_lightning.data.panel.module import PanelDataModule
 from rnn_lightning.models.module import RecurrentModel
 from rnn_lightning.models.panel import PanelScaling
@@ -205,6 +206,21 @@ def test_yahoo_glob_trains_one_model(tmp_path: Path) -> None:
     ckpt = torch.load(best_checkpoint(root), map_location="cpu", weights_only=True)
     assert ckpt["state_dict"]["scaling.loc"].shape == (3,)
     assert ckpt["hyper_parameters"]["scaling_spec"]["calendar_periods"] == [7, 12]  # trading days
+
+
+def test_training_moves_are_the_targets_of_sampled_training_windows(
+    panel_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The distribution heads' naive baseline: the targets of every training window, or a seeded sample."""
+    from rnn_lightning.data.panel import module as panel_module
+
+    dm = datamodule(panel_csv)
+    train = dm.splits.train
+    every = dm.training_moves()
+    np.testing.assert_array_equal(every.numpy(), gather_windows(dm.splits, train, np.arange(len(train))).y.double())
+    monkeypatch.setattr(panel_module, "MAX_NAIVE_WINDOWS", 5)
+    rows = np.sort(np.random.default_rng(0).choice(len(train), 5, replace=False))
+    np.testing.assert_array_equal(dm.training_moves().numpy(), every.numpy()[rows])
 
 
 @pytest.mark.parametrize("backbone", ["rnn", "lstm", "gru", "bilstm"])

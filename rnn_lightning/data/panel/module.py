@@ -267,7 +267,9 @@ class PanelDataModule(InMemoryDataModule):
             rows = np.sort(np.random.default_rng(0).choice(len(train), MAX_NAIVE_WINDOWS, replace=False))
         else:
             rows = np.arange(len(train))
-        return gather_windows(self.splits, train, rows).y.to(torch.float64)
+        _, origin = train.locate(rows)  # the targets alone, not a gather of every input and calendar
+        targets = self.splits.layout.values[origin[:, None] + np.arange(train.horizon)]
+        return torch.from_numpy(np.asarray(targets, dtype=np.float64))
 
     # --- loaders --------------------------------------------------------------------------------------
 
