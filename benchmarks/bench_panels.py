@@ -3,7 +3,8 @@
 Writes a synthetic long Parquet panel of ``--series`` series x ``--steps`` daily steps, row group by row
 group (``bench_panel_cache.write_panel``: ``unique_id``, ``ds``, ``y``, a 0/1 past covariate ``promo`` and
 a static ``size``), then runs, each in its own child process (wall time and the child's peak RSS, the
-``ru_maxrss`` of ``os.wait4``, what ``resource.getrusage(RUSAGE_CHILDREN)`` reports after one child):
+``ru_maxrss`` of ``os.wait4``, what ``resource.getrusage(RUSAGE_CHILDREN)`` reports after one child, and
+the peak of its anonymous memory, which leaves out the pages of mapped files: :class:`ResidentSampler`):
 
 * ``build``: :func:`~rnn_lightning.data.panel.cache.load_cached` into an empty cache folder;
 * ``fit``: ``rnn-lightning fit`` of the panel GRU (hidden 64, flatten readout, series embedding 8,
@@ -114,6 +115,8 @@ def cli_args(stage: str, path: Path, cache_dir: Path, root: Path) -> list[str]:
 CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
+from bench_panels import ResidentSampler
+sampler = ResidentSampler()
 job, path, cache_dir, root = sys.argv[2:6]
 start = time.perf_counter()
 if job == "build":
@@ -136,8 +139,48 @@ else:
     main(args)
     record = {}
 done = time.perf_counter()
+record.update(sampler.stop())
 print("BENCH_RESULT " + json.dumps({**record, "import_s": imported - start, "job_s": done - imported}), flush=True)
 """
+
+
+class ResidentSampler:
+    """Peak anonymous and file-backed resident memory of this process, from ``/proc/self/status`` every 50 ms.
+
+    ``ru_maxrss`` counts the pages of memory-mapped files (the panel cache, the build's scratch columns)
+    with the process's own memory; those pages are the kernel's to write back or drop when it needs the
+    RAM. ``RssAnon`` is what cannot be: the memory a panel's run really needs. Linux only (None
+    elsewhere); a spike shorter than the interval can be missed.
+    """
+
+    INTERVAL_S = 0.05
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak: dict[str, int] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        if Path("/proc/self/status").exists():
+            self._thread.start()
+
+    def _read(self) -> None:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                self.peak[key] = max(self.peak.get(key, 0), int(rest.split()[0]))  # kB
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.INTERVAL_S):
+            self._read()
+
+    def stop(self) -> dict[str, float | None]:
+        """``{"anon_gb": ..., "file_gb": ...}``: the peaks so far (None without ``/proc``)."""
+        if not self._thread.is_alive():
+            return {"anon_gb": None, "file_gb": None}
+        self._read()
+        self._done.set()
+        return {"anon_gb": self.peak["RssAnon"] * 1024 / 1e9, "file_gb": self.peak["RssFile"] * 1024 / 1e9}
 
 
 def run_child(job: str, path: Path, cache_dir: Path, root: Path) -> tuple[dict[str, Any], float, float]:
@@ -200,8 +243,8 @@ def main() -> None:
             tourism_share(folder)
         if not args.series:
             return
-        print("| series | values | job | wall s | of it, the job s | peak RSS GB | notes |")
-        print("|---:|---:|---|---:|---:|---:|---|")
+        print("| series | values | job | wall s | of it, the job s | peak RSS GB | peak anonymous GB | notes |")
+        print("|---:|---:|---|---:|---:|---:|---:|---|")
         for series in args.series:
             path = folder / f"panel_{series}.parquet"
             start = time.perf_counter()
@@ -220,9 +263,10 @@ def main() -> None:
                         f"{record['train_batches']} batches, epoch {record['epoch_s']:.1f} s, building batches "
                         f"{record['train_loading_s']:.2f} s ({100 * record['share']:.1f}%)"
                     )
+                anon = "" if record.get("anon_gb") is None else f"{record['anon_gb']:.2f}"
                 print(
                     f"| {series:,} | {series * args.steps:,} | {job} | {wall:.1f} | {record['job_s']:.1f} | "
-                    f"{peak:.2f} | {notes} |",
+                    f"{peak:.2f} | {anon} | {notes} |",
                     flush=True,
                 )
             path.unlink()
