@@ -8,8 +8,9 @@ The data layer of a global model::
     for batch in PanelBatches(splits, "train", batch_size=64, shuffle=True, max_windows_per_series=8):
         ...                                            # a PanelWindows: series, x, mask, y, calendar...
 
-All series live in one float32 array (:class:`Panel`); a window is a (series, origin) pair of ints
-(:class:`WindowIndex`), gathered into batches by fancy indexing (:func:`gather_windows`).
+All series live in one float32 array (:class:`Panel`); a window is a (series, origin) pair of ints, held
+as one run of origins per series (:class:`WindowIndex`), gathered into batches by fancy indexing
+(:func:`gather_windows`).
 """
 
 from rnn_lightning.data.panel.batches import PanelBatches, PanelWindows, gather_windows
