@@ -374,6 +374,8 @@ def test_the_shared_calendar_grid_gives_every_rows_timestamp_and_features(freq: 
     np.testing.assert_array_equal(np.asarray(timeline), want)
     positions = rng.integers(0, offsets[-1], (5, 7))
     np.testing.assert_array_equal(timeline[positions], want[positions])
+    for part in (slice(3, 17), slice(None, 5), slice(-4, None), slice(20, 2, -3), slice(9, 9)):
+        np.testing.assert_array_equal(timeline[part], want[part])
     features = calendar_features(want, freq)
     np.testing.assert_array_equal(timeline.calendar(positions), features.values[positions])
     assert timeline.every_calendar().names == features.names

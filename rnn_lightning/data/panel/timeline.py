@@ -85,8 +85,9 @@ class Timeline:
         return steps
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, slice):
-            key = np.arange(len(self), dtype=np.int64)[key]
+        if isinstance(key, slice):  # the slice's positions alone (range slicing), not an arange of all
+            part = range(len(self))[key]
+            key = np.arange(part.start, part.stop, part.step, dtype=np.int64)
         if self.grid is None:
             assert self._rows is not None
             rows: np.ndarray = self._rows[key]
