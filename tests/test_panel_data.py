@@ -28,6 +28,7 @@ from rnn_lightning.data.panel import (
     split_panel,
 )
 from rnn_lightning.data.panel.calendar import calendar_features
+from rnn_lightning.data.panel.future import future_panel
 from rnn_lightning.data.panel.timeline import Timeline
 from rnn_lightning.data.panel.windows import _ragged_windows
 from rnn_lightning.errors import UserInputError
@@ -392,6 +393,32 @@ def test_the_shared_calendar_grid_gives_every_rows_timestamp_and_features(freq: 
     own = Timeline(np.array([0, 3]), rows[:1], "B", timestamps=rows)
     np.testing.assert_array_equal(own[np.array([2, 0])], rows[[2, 0]])
     np.testing.assert_array_equal(own.calendar(np.array([2]))[:, 0], [0])  # a Monday
+
+
+@pytest.mark.parametrize("kind", ["long", "tourism", "prices"])
+def test_the_future_panel_keeps_what_the_last_window_reads(kind: str, tmp_path: Path) -> None:
+    """Keeping each series' last L + H + m steps forecasts the future from exactly the same batch."""
+    if kind == "tourism":  # a shipped test part, joined to the history first
+        panel, L, H, m = read_tourism("tourism_monthly"), 48, 24, 12
+    elif kind == "long":  # a regular calendar with a past and a static covariate
+        panel, L, H, m = read_long(write_shuffled(make_long(), tmp_path / "panel.csv")), 10, 4, 3
+    else:  # trading days: timestamps of their own, business days after the last
+        (tmp_path / "prices").mkdir()
+        for k, stem in enumerate(("AAA", "BBB")):
+            make_price_frame(60 + 9 * k, seed=k).to_csv(tmp_path / "prices" / f"{stem}.csv", index=False)
+        panel, L, H, m = read_yahoo_glob(str(tmp_path / "prices" / "*.csv"), covariates=["Volume"]), 10, 5, 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = split_panel(future_panel(panel, H), L, H, validation=False)
+        kept = split_panel(future_panel(panel, H, L + H + m), L, H, validation=False)
+    assert len(kept.layout.values) < len(whole.layout.values)
+    batches = [gather_windows(s, s.test, np.arange(len(s.test)), m) for s in (whole, kept)]
+    assert len(batches[0].series) == panel.n_series
+    for field in ("series", "x", "mask", "static", "calendar_x", "calendar_y", "ref", "snaive"):
+        np.testing.assert_array_equal(getattr(batches[1], field), getattr(batches[0], field), err_msg=field)
+    assert np.isnan(batches[1].y.numpy()).all()
+    days = [s.layout.timestamps[s.test.origin[:, None] + np.arange(H)] for s in (whole, kept)]
+    np.testing.assert_array_equal(days[1], days[0])
 
 
 def test_daily_calendar_features_from_frame() -> None:

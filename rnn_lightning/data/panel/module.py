@@ -187,7 +187,9 @@ class PanelDataModule(InMemoryDataModule):
         """The split of :func:`future_panel`: one window per series from its last observation."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the short-series line was said once, for the real split
-            return split_panel(future_panel(self.panel, self.horizon), self.input_length, self.horizon, False)
+            keep = self.input_length + self.horizon + self.season_length  # all a last-observation window reads
+            panel = future_panel(self.panel, self.horizon, keep)
+            return split_panel(panel, self.input_length, self.horizon, False)
 
     def setup(self, stage: str | None = None) -> None:
         """Read the panel and split it (once), then hand the model its per-series scaling."""
