@@ -76,6 +76,8 @@ def test_cache_equals_read_long_with_static_and_past_covariates(tmp_path: Path, 
     scratch.mkdir()
     mapped = read_long_chunked(path, chunk_rows=CHUNK, scratch=scratch)
     assert_same_panel(mapped, want)
+    odd = write(make_long().rename(columns={"promo": "promo/day: ünï " + "x" * 300}), tmp_path / f"odd{suffix}")
+    assert load_cached(odd, tmp_path / "odd_cache", chunk_rows=CHUNK).past_names == ["promo/day: ünï " + "x" * 300]
     assert isinstance(mapped.values, np.memmap) and Path(mapped.values.filename).parent == scratch.resolve()
     assert isinstance(mapped.past, np.memmap)
     panel = load_cached(path, chunk_rows=CHUNK)

@@ -10,6 +10,7 @@ result to disk once.
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -402,7 +403,8 @@ def allocate(scratch: Path | None, name: str, rows: int | tuple[int, ...], dtype
     """
     if scratch is None:
         return np.empty(rows, dtype=dtype)
-    path = scratch / f"{name.replace(' ', '_')}-{uuid.uuid4().hex[:8]}.npy"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40]  # a column's name may hold any character
+    path = scratch / f"{safe}-{uuid.uuid4().hex[:8]}.npy"
     shape = (rows,) if isinstance(rows, int) else rows
     mapped: np.ndarray = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
     return mapped
