@@ -145,7 +145,7 @@ print("BENCH_RESULT " + json.dumps({**record, "import_s": imported - start, "job
 
 
 class ResidentSampler:
-    """Peak anonymous and file-backed resident memory of this process, from ``/proc/self/status`` every 50 ms.
+    """Peak anonymous resident memory of this process, from ``/proc/self/status`` every 50 ms.
 
     ``ru_maxrss`` counts the pages of memory-mapped files (the panel cache, the build's scratch columns)
     with the process's own memory; those pages are the kernel's to write back or drop when it needs the
@@ -158,7 +158,7 @@ class ResidentSampler:
     def __init__(self) -> None:
         import threading
 
-        self.peak: dict[str, int] = {}
+        self.peak_kb = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         if Path("/proc/self/status").exists():
@@ -167,20 +167,20 @@ class ResidentSampler:
     def _read(self) -> None:
         for line in Path("/proc/self/status").read_text().splitlines():
             key, _, rest = line.partition(":")
-            if key in ("RssAnon", "RssFile"):
-                self.peak[key] = max(self.peak.get(key, 0), int(rest.split()[0]))  # kB
+            if key == "RssAnon":
+                self.peak_kb = max(self.peak_kb, int(rest.split()[0]))
 
     def _watch(self) -> None:
         while not self._done.wait(self.INTERVAL_S):
             self._read()
 
     def stop(self) -> dict[str, float | None]:
-        """``{"anon_gb": ..., "file_gb": ...}``: the peaks so far (None without ``/proc``)."""
+        """``{"anon_gb": ...}``: the peak so far (None without ``/proc``)."""
         if not self._thread.is_alive():
-            return {"anon_gb": None, "file_gb": None}
+            return {"anon_gb": None}
         self._read()
         self._done.set()
-        return {"anon_gb": self.peak["RssAnon"] * 1024 / 1e9, "file_gb": self.peak["RssFile"] * 1024 / 1e9}
+        return {"anon_gb": self.peak_kb * 1024 / 1e9}
 
 
 def run_child(job: str, path: Path, cache_dir: Path, root: Path) -> tuple[dict[str, Any], float, float]:

@@ -128,15 +128,14 @@ def load_cached(
                 built = read_long_chunked(
                     path, id_column, time_column, target_column, freq, covariates, chunk_rows, scratch
                 )
-            except UserInputError:
+                _write_entry(built, entry, fingerprint)
+                del built
+            finally:
                 shutil.rmtree(scratch, ignore_errors=True)
-                if created:
-                    _remove_created_root(root, entry)
-                raise
-            _write_entry(built, entry, fingerprint)
-            del built
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        except UserInputError:
+            if created:
+                _remove_created_root(root, entry)
+            raise
         opened = _open_fresh(entry, fingerprint, source)
         if opened is None:  # pragma: no cover - only if the entry vanished under the lock
             raise RuntimeError(f"{entry}: the panel cache just written cannot be opened")

@@ -23,15 +23,14 @@ MAX_PASSES = 8
 def sample_rows(index: WindowIndex, max_per_series: int | None, seed: int = 0, epoch: int = 0) -> np.ndarray:
     """``index.sample(max_per_series, seed, epoch)``, the same rows (ascending), without a sort for a small cap.
 
-    Block of series by block (:meth:`WindowIndex.blocks`), on the same keys as the sample's.
+    Block of series by block, on the sample's keys (:meth:`WindowIndex.keyed_blocks`).
     """
     if max_per_series is None or max_per_series > MAX_PASSES or not len(index):
         return index.sample(max_per_series, seed, epoch)
     check_positive("max_windows_per_series", max_per_series)
-    generator = np.random.default_rng([seed, epoch])  # WindowIndex.sample's draw, in the same pieces
     parts = [np.zeros(0, dtype=np.int64)]
-    for block, a, b in index.blocks():
-        parts.append(a + _lowest(generator.random(b - a), index.count[block], max_per_series))
+    for a, keys, counts in index.keyed_blocks(seed, epoch):
+        parts.append(a + _lowest(keys, counts, max_per_series))
     return np.concatenate(parts)
 
 

@@ -215,7 +215,7 @@ class _Stream:
             self._keep(name, narrow, np.float32)
             return
         if buffer is not None and buffer.dtype == np.float32:
-            wide = self._allocate(name, len(buffer), np.float64)
+            wide = allocate(self.scratch, name, len(buffer), np.float64)
             wide[: self.kept] = buffer[: self.kept]
             self.buffers[name] = wide
         self._keep(name, values, np.float64)
@@ -231,17 +231,13 @@ class _Stream:
             lookup[k] = self.code_of.setdefault(names[k], len(self.code_of))
         return lookup.astype(np.int32)
 
-    def _allocate(self, name: str, rows: int, dtype: type | np.dtype) -> np.ndarray:
-        """An empty column of ``rows``: in memory, or a fresh memory-mapped file in ``scratch``."""
-        return allocate(self.scratch, name, rows, dtype)
-
     def _keep(self, name: str, chunk: np.ndarray, dtype: type | None = None) -> None:
         """Copy ``chunk`` into its column's buffer, allocated once at the input's row count."""
         buffer = self.buffers.get(name)
         if buffer is None:
-            buffer = self.buffers[name] = self._allocate(name, self.capacity, dtype or chunk.dtype)
+            buffer = self.buffers[name] = allocate(self.scratch, name, self.capacity, dtype or chunk.dtype)
         if self.kept + len(chunk) > len(buffer):  # only if the row count was underestimated
-            grown = self._allocate(name, max(2 * len(buffer), self.kept + len(chunk)), buffer.dtype)
+            grown = allocate(self.scratch, name, max(2 * len(buffer), self.kept + len(chunk)), buffer.dtype)
             grown[: self.kept] = buffer[: self.kept]
             buffer = self.buffers[name] = grown
         buffer[self.kept : self.kept + len(chunk)] = chunk
@@ -269,12 +265,11 @@ class _Stream:
         rank = np.empty(len(names), dtype=np.int32)
         rank[[self.code_of[s] for s in ids]] = np.arange(len(ids), dtype=np.int32)
         codes = self._take("codes")
-        for first in range(0, len(codes), CHECK_ROWS):  # in place, block by block: no second copy
-            codes[first : first + CHECK_ROWS] = rank[codes[first : first + CHECK_ROWS]]
-        stamps = self._take("stamps")
         lengths = np.zeros(len(ids), dtype=np.int64)
-        for first in range(0, len(codes), CHECK_ROWS):  # bincount casts to int64: a block at a time
-            lengths += np.bincount(codes[first : first + CHECK_ROWS], minlength=len(ids))
+        for first in range(0, len(codes), CHECK_ROWS):  # in place, block by block: no second copy
+            block = codes[first : first + CHECK_ROWS] = rank[codes[first : first + CHECK_ROWS]]
+            lengths += np.bincount(block, minlength=len(ids))  # bincount casts to int64: a block's worth
+        stamps = self._take("stamps")
         rows = _SortedRows(_sort_order(codes, stamps), lengths, self.scratch)
         del codes
         offsets = rows.offsets

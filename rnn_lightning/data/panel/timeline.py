@@ -58,14 +58,14 @@ class Timeline:
         if first_step <= pd.Timedelta(0) or (high - low) / first_step > total:
             self._rows = regular_timestamps(starts, lengths, self.freq)
             return
-        span = pd.date_range(low, high, freq=self.freq)
+        span = pd.date_range(low, high, freq=self.freq).to_numpy().astype("datetime64[ns]")
         if len(span) <= total and len(span) and span[0] == low:
-            step = np.searchsorted(span.to_numpy().astype("datetime64[ns]"), starts)
+            step = np.searchsorted(span, starts)
             on_grid = step < len(span)
-            on_grid[on_grid] = span.to_numpy().astype("datetime64[ns]")[step[on_grid]] == starts[on_grid]
+            on_grid[on_grid] = span[step[on_grid]] == starts[on_grid]
             steps = int((step + lengths).max())
             if on_grid.all() and steps <= total:
-                grid = pd.date_range(pd.Timestamp(low), periods=steps, freq=self.freq)
+                grid = pd.date_range(low, periods=steps, freq=self.freq)
                 self.grid = grid.to_numpy().astype("datetime64[ns]")
                 self.start_step = step.astype(np.int64)
                 return
@@ -85,13 +85,13 @@ class Timeline:
         return steps
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, slice):  # the slice's positions alone (range slicing), not an arange of all
-            part = range(len(self))[key]
-            key = np.arange(part.start, part.stop, part.step, dtype=np.int64)
         if self.grid is None:
             assert self._rows is not None
             rows: np.ndarray = self._rows[key]
             return rows
+        if isinstance(key, slice):  # the slice's positions alone (range slicing), not an arange of all
+            part = range(len(self))[key]
+            key = np.arange(part.start, part.stop, part.step, dtype=np.int64)
         positions = np.asarray(key, dtype=np.int64)
         stamps: np.ndarray = self.grid[self._grid_steps(positions)]
         return stamps
@@ -104,14 +104,6 @@ class Timeline:
     def _features(self) -> Calendar:
         """The calendar features of the grid's steps, or of every row without a grid."""
         return calendar_features(self.grid if self.grid is not None else self._rows, self.freq)  # type: ignore[arg-type]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self._features.names
-
-    @property
-    def periods(self) -> tuple[int, ...]:
-        return self._features.periods
 
     def calendar(self, positions: np.ndarray, series: np.ndarray | None = None) -> np.ndarray:
         """int16 (*positions.shape, n_features): the calendar features of ``positions``.

@@ -137,33 +137,32 @@ class WindowIndex:
         """int64 (W,): every window's origin (built on first use)."""
         return self._pairs[1]
 
-    def blocks(self, rows: int | None = None) -> Iterator[tuple[slice, int, int]]:
-        """(series slice, first row, end row) of consecutive blocks of series of at most ``rows`` windows.
+    def keyed_blocks(self, seed: int, epoch: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(first row, keys, counts) of consecutive blocks of series: every window's uniform key for the epoch.
 
-        ``rows`` None: :data:`~rnn_lightning.data.panel.scaling.CHUNK_ROWS`. A series with more windows
-        is a block of its own.
+        The keys come from one generator seeded by ``(seed, epoch)``, drawn a block at a time: the same
+        keys as one draw of every window, since the generator's stream is the same in pieces. A block
+        holds at most :data:`~rnn_lightning.data.panel.scaling.CHUNK_ROWS` windows (a series with more
+        is a block of its own); ``counts`` are its series' windows.
         """
-        for block in series_chunks(self.ends - self.count, self.ends, rows):
+        generator = np.random.default_rng([seed, epoch])
+        for block in series_chunks(self.ends - self.count, self.ends):
             a = int(self.ends[block.start] - self.count[block.start])
-            yield block, a, int(self.ends[block.stop - 1])
+            yield a, generator.random(int(self.ends[block.stop - 1]) - a), self.count[block]
 
     def sample(self, max_per_series: int | None, seed: int = 0, epoch: int = 0) -> np.ndarray:
         """Rows of this index for one epoch: at most ``max_per_series`` windows of each series, ascending.
 
         Each window gets a uniform key and each series keeps its windows with the ``max_per_series``
         smallest (ties: the earlier window). The draw is fresh every epoch and reproducible: the keys
-        come from a generator seeded by ``(seed, epoch)``, so every DDP rank draws the same set. They
-        are drawn and sorted block of series by block (:meth:`blocks`): the same keys as one draw of
-        every window, as the generator's stream is the same in pieces. None keeps every window.
+        come from a generator seeded by ``(seed, epoch)``, so every DDP rank draws the same set, and are
+        sorted block of series by block (:meth:`keyed_blocks`). None keeps every window.
         """
         if max_per_series is None:
             return np.arange(len(self), dtype=np.int64)
         check_positive("max_windows_per_series", max_per_series)
-        generator = np.random.default_rng([seed, epoch])
         parts = [np.zeros(0, dtype=np.int64)]
-        for block, a, b in self.blocks():
-            keys = generator.random(b - a)
-            counts = self.count[block]
+        for a, keys, counts in self.keyed_blocks(seed, epoch):
             local = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
             order = np.lexsort((keys, local))  # by series, randomly within one
             rank = ragged_arange(counts)  # each sorted row's place within its series
