@@ -249,22 +249,27 @@ def test_members_and_a_quantile_head_through_the_cli(panel_csv: Path, tmp_path: 
     assert (table["q0.1"] <= table["q0.9"]).all()
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_export_matches_predict(panel_csv: Path, tmp_path: Path, fmt: str) -> None:
-    """The exported file (series id, raw window, mask, calendars in; scaling inside) matches predict."""
+@pytest.mark.parametrize(("fmt", "members"), [("torchscript", 1), ("onnx", 1), ("torchscript", 2), ("onnx", 2)])
+def test_export_matches_predict(panel_csv: Path, tmp_path: Path, fmt: str, members: int) -> None:
+    """The exported file (series id, raw window, mask, calendars in; scaling inside) matches predict.
+
+    With two members, each reads its own series embedding table inside the file.
+    """
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnxscript")
-    run_cli("fit", *cli_args(panel_csv, tmp_path / "fit", "--trainer.max_epochs", 1))
+    model = ("--model.members", members)
+    run_cli("fit", *cli_args(panel_csv, tmp_path / "fit", "--trainer.max_epochs", 1, *model))
     path = tmp_path / f"model.{fmt}"
     export = ("--export.format", fmt, "--export.path", path)
-    run_cli("export", *cli_args(panel_csv, tmp_path / "x"), "--ckpt_path", best_checkpoint(tmp_path / "fit"), *export)
+    ckpt = best_checkpoint(tmp_path / "fit")
+    run_cli("export", *cli_args(panel_csv, tmp_path / "x", *model), "--ckpt_path", ckpt, *export)
     assert path.is_file()
     if fmt == "torchscript":  # run it by hand too: the first test window of each series, in its units
         dm = datamodule(panel_csv)
         batch = dm.split_batch("test")
         loaded = torch.jit.load(str(path))
-        (got,) = loaded(batch.series, batch.x, batch.mask, batch.calendar_x, batch.calendar_y)
+        got = loaded(batch.series, batch.x, batch.mask, batch.calendar_x, batch.calendar_y)[0]  # (+ quantiles)
         assert got.shape == (len(LENGTHS), H)
         assert ((got > 0.3 * batch.y) & (got < 3 * batch.y)).float().mean() > 0.5  # the series' own levels
 

@@ -36,6 +36,7 @@ from rnn_lightning.models.panel import PanelInputs, PanelScaling
 from rnn_lightning.models.scaling import LEGACY_SPECS, SCALINGS, Scaling
 
 READOUTS = ("flatten", "last")
+EMBEDDING_KEY = "panel.embedding.weight"  # a panel's series embedding: (n_series, E), or (M, n_series, E)
 OUTPUT_ACTIVATIONS: dict[str, type[nn.Module]] = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
@@ -166,15 +167,20 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         self.scaling = build_scaling(task, input_size, scaling_spec)
         head_module = HEADS[head][1].create(num_outputs, quantiles)
         # A panel's series inputs widen every step and the readout; other data keeps exactly its network.
-        panel = None
-        if isinstance(self.scaling, PanelScaling):
-            panel = PanelInputs(self.scaling, series_embedding, num_outputs)
-        step_width = input_size + (panel.step_features if panel is not None else 0)
-        known_width = panel.known_features if panel is not None else 0
-        # Each member is built as a solo model is, one after the other from the seeded generator: member 0
-        # starts from the weights a solo model of the same seed starts from.
-        backbones, layers = [], []
+        panel_scaling = self.scaling if isinstance(self.scaling, PanelScaling) else None
+        step_width, known_width = input_size, 0
+        if panel_scaling is not None:
+            if series_embedding < 0:
+                raise UserInputError(f"series_embedding must be >= 0, got {series_embedding}")
+            step_width += PanelInputs.step_width(panel_scaling, series_embedding)
+            known_width = PanelInputs.known_width(panel_scaling, num_outputs)
+        # Each member is built as a solo model is, one after the other from the seeded generator (its series
+        # embedding table, backbone, output layer): member 0 starts from the weights a solo model of the same
+        # seed starts from.
+        backbones, layers, tables = [], [], []
         for _ in range(members):
+            if panel_scaling is not None and series_embedding:
+                tables.append(PanelInputs.embedding_table(panel_scaling, series_embedding))
             backbones.append(
                 RecurrentBackbone(
                     backbone, step_width, hidden_size, num_layers, dropout, bidirectional, parallel_directions
@@ -185,6 +191,9 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
             if zero_init_head:
                 nn.init.zeros_(layers[-1].weight)
                 nn.init.zeros_(layers[-1].bias)
+        panel = None
+        if panel_scaling is not None:
+            panel = PanelInputs(panel_scaling, series_embedding, num_outputs, tables=tables)
         if members == 1:
             self.backbone, self.fc, self.head = backbones[0], layers[0], head_module
         else:
@@ -340,16 +349,12 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
     ) -> None:
         """Clip by norm each member apart (``Trainer(gradient_clip_val=...)``), as its solo model would be.
 
-        A panel's series inputs (the embedding table) are one module that every member reads, not a member
-        each: their gradients are clipped as one group, by torch's own rule.
+        Every parameter of an ensemble is its members' (the first dimension), a panel's series embedding
+        tables included.
         """
         members = self.hparams.members
         if members > 1 and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
-            shared = list(self.panel.parameters()) if self.panel is not None else []
-            ids = {id(p) for p in shared}
-            clip_member_norms((p for p in self.parameters() if id(p) not in ids), members, float(gradient_clip_val))
-            if shared:
-                torch.nn.utils.clip_grad_norm_(shared, float(gradient_clip_val))
+            clip_member_norms(self.parameters(), members, float(gradient_clip_val))
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
@@ -374,6 +379,13 @@ class RecurrentModel(speedups.FastHookName, pl.LightningModule):
         except RuntimeError:  # not attached to a Trainer
             source = "the checkpoint"
         self.check_checkpoint(checkpoint, source)
+        state = checkpoint.get("state_dict", {})
+        table = state.get(EMBEDDING_KEY)
+        members = self.hparams.members
+        if members > 1 and table is not None and table.dim() == 2:
+            # An ensemble saved before each member had its own series embedding read one shared table: each
+            # member now reads its own copy of it, which computes the same forecasts.
+            state[EMBEDDING_KEY] = table.expand(members, *table.shape).clone()
 
     def check_checkpoint(self, checkpoint: dict[str, Any], source: str = "the checkpoint") -> None:
         """Raise :class:`UserInputError` naming every size or choice in which ``checkpoint`` differs from this model."""

@@ -249,6 +249,21 @@ class PanelScaling(Scaling):
 SCALINGS["panel"] = PanelScaling  # the scaling a panel data module's scaling_spec names
 
 
+class MemberEmbedding(nn.Module):
+    """One series embedding table per ensemble member: ``weight`` (M, n_series, E); series (B,) -> (M, B, E).
+
+    Args:
+        tables: One freshly initialised ``nn.Embedding`` per member; their weights are copied.
+    """
+
+    def __init__(self, tables: Sequence[nn.Embedding]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([table.weight for table in tables]).detach().clone())
+
+    def forward(self, series: Tensor) -> Tensor:
+        return self.weight[:, series]
+
+
 class PanelInputs(nn.Module):
     """The inputs a panel model reads besides the scaled windows, and its known-in-advance readout inputs.
 
@@ -260,35 +275,67 @@ class PanelInputs(nn.Module):
         scaling: The model's :class:`PanelScaling` (its sizes: series, static covariates, calendar).
         series_embedding: Size of the learned series embedding; 0 for none.
         horizon: Steps ahead (H).
+        tables: The members' embedding tables (``nn.Embedding(n_series, series_embedding)`` each, built by
+            the model in member order, so that member 0's is a solo model's): one is the solo model's
+            ``embedding``; more are a :class:`MemberEmbedding`, each member reading its own table. None
+            builds one table here.
     """
 
-    def __init__(self, scaling: PanelScaling, series_embedding: int, horizon: int) -> None:
+    def __init__(
+        self,
+        scaling: PanelScaling,
+        series_embedding: int,
+        horizon: int,
+        tables: Sequence[nn.Embedding] | None = None,
+    ) -> None:
         super().__init__()
         if series_embedding < 0:
             raise UserInputError(f"series_embedding must be >= 0, got {series_embedding}")
         self.periods = scaling.calendar_periods
-        self.embedding = nn.Embedding(scaling.n_series, series_embedding) if series_embedding else None
-        self.step_features = 1 + series_embedding + scaling.n_static + 2 * len(self.periods)
-        self.known_features = 2 * len(self.periods) * horizon
+        self.embedding: nn.Module | None = None
+        if series_embedding:
+            tables = tables or [self.embedding_table(scaling, series_embedding)]
+            self.embedding = tables[0] if len(tables) == 1 else MemberEmbedding(tables)
+        self.step_features = self.step_width(scaling, series_embedding)
+        self.known_features = self.known_width(scaling, horizon)
         self.metrics = nn.ModuleDict({stage: PanelMetrics(scaling.n_series) for stage in ("val", "test")})
         self.scores: dict[str, dict[str, Tensor]] = {}  # the last epoch's per-series scores of each stage
 
+    @staticmethod
+    def step_width(scaling: PanelScaling, series_embedding: int) -> int:
+        """The columns each input step gains: the mask, the embedding, static and calendar features."""
+        return 1 + series_embedding + scaling.n_static + 2 * len(scaling.calendar_periods)
+
+    @staticmethod
+    def known_width(scaling: PanelScaling, horizon: int) -> int:
+        """The known-in-advance readout inputs: each target step's calendar features as sin/cos."""
+        return 2 * len(scaling.calendar_periods) * horizon
+
+    @staticmethod
+    def embedding_table(scaling: PanelScaling, series_embedding: int) -> nn.Embedding:
+        """A freshly initialised table of ``series_embedding`` values per series (one member's)."""
+        return nn.Embedding(scaling.n_series, series_embedding)
+
     def features(self, batch: Any, scaled: Tensor, scaling: PanelScaling) -> tuple[Tensor, Tensor | None]:
-        """The network's inputs (B, L, F + step_features) and known readout inputs (B, known_features)."""
+        """The network's inputs (B, L, F + step_features) and known readout inputs (B, known_features).
+
+        With one embedding table per member the inputs are each member's: (M, B, L, F + step_features).
+        """
         B, L = scaled.shape[:2]
         columns = [scaled, batch.mask[..., None].to(scaled.dtype)]
-        per_series = []
-        if self.embedding is not None:
-            per_series.append(self.embedding(batch.series))  # (B, E)
         if scaling.n_static:
-            per_series.append(scaling.static[batch.series])  # (B, K)
-        if per_series:
-            columns.append(torch.cat(per_series, dim=-1).to(scaled.dtype)[:, None].expand(B, L, -1))
-        known = None
+            columns.append(scaling.static[batch.series].to(scaled.dtype)[:, None].expand(B, L, -1))  # (B, L, K)
         if self.periods:
             columns.append(cyclic_encoding(batch.calendar_x, self.periods))  # (B, L, 2C)
-            known = cyclic_encoding(batch.calendar_y, self.periods).flatten(1)  # (B, H*2C)
-        return torch.cat(columns, dim=-1), known
+        known = cyclic_encoding(batch.calendar_y, self.periods).flatten(1) if self.periods else None  # (B, H*2C)
+        if self.embedding is None:
+            return torch.cat(columns, dim=-1), known
+        vectors = self.embedding(batch.series).to(scaled.dtype)  # (B, E), or (M, B, E): each member's table
+        lead = vectors.shape[:-2]  # () or (M,)
+        rest = [c.expand(*lead, *c.shape) for c in columns]
+        embedded = vectors[..., None, :].expand(*lead, B, L, -1)
+        # The embedding's place among the columns is a solo model's: after the mask, before the rest.
+        return torch.cat([*rest[:2], embedded, *rest[2:]], dim=-1), known
 
     def update(self, stage: str, prediction: Tensor, batch: Any) -> None:
         """Score one batch's point forecasts (B, H) in the data's units, beside the naive forecasts."""
