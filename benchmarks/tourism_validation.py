@@ -1,4 +1,4 @@
-"""Tourism monthly on the validation window only: the tries V-AG of docs/panels.md, one run per call.
+"""Tourism monthly on the validation window only: the tries V-AU of docs/panels.md, one run per call.
 
 The shipped config (``configs/tourism_monthly.yaml``, validation off, 8 epochs, ``last.ckpt``) is fit on a
 long CSV of every series' competition *training* part, so its test split is each series' last 24 training
@@ -10,8 +10,12 @@ the project's ``val_mase``. With the shipped settings it gives 1.704, the ``val_
     python benchmarks/tourism_validation.py --name base                     # the shipped settings, seed 42
     python benchmarks/tourism_validation.py --name in72 -- --data.input_length 72
     python benchmarks/tourism_validation.py --name log --log1p             # a log1p target (see below)
+    python benchmarks/tourism_validation.py --name ds5 --deseason 5        # deseasonalised (see below)
     python benchmarks/tourism_validation.py --ensemble base in72 h64        # mean and median of runs' forecasts
 
+``--deseason N`` divides each series by multiplicative seasonal indices (classical decomposition: ratios to
+the centred 2x12 moving average, averaged by month over the last N years of the history before the
+window) and multiplies the forecasts back by the target months' indices.
 ``--log1p`` writes ``log1p(y)`` to the CSV and scores ``expm1`` of the forecasts (tourism has zeros, so not
 ``log``): the model then learns and scales the log level. Every run stays under ``--root`` (one folder per
 ``--name``); a line of JSON per run is appended to ``ROOT/results.jsonl``.
@@ -40,14 +44,40 @@ def training_parts() -> dict[str, np.ndarray]:
     return {str(s.sn): np.asarray(s.x, dtype=np.float64) for s in load_tourism().subset("monthly")}
 
 
-def write_csv(parts: dict[str, np.ndarray], path: Path, log1p: bool) -> None:
+def seasonal_indices(history: np.ndarray, years: int) -> np.ndarray:
+    """Multiplicative seasonal indices (SEASON,) by position mod SEASON, from the last ``years`` of ``history``.
+
+    Classical decomposition: the ratio of each value to its centred 2x12 moving average, averaged by
+    position over the last ``years`` seasons that have one, normalised to mean 1 (1 where undefined).
+    """
+    weights = np.r_[0.5, np.ones(SEASON - 1), 0.5] / SEASON
+    trend = np.convolve(history, weights, mode="valid")  # centred: trend[k] is at position k + SEASON // 2
+    positions = np.arange(SEASON // 2, SEASON // 2 + len(trend))
+    keep = positions >= len(history) - years * SEASON
+    ratios = np.where(trend > 0, history[positions] / np.where(trend > 0, trend, 1.0), np.nan)[keep]
+    by_position = np.full(SEASON, np.nan)
+    for p in range(SEASON):
+        chosen = ratios[(positions[keep] % SEASON) == p]
+        if np.isfinite(chosen).any():
+            by_position[p] = np.nanmean(chosen)
+    if not np.isfinite(by_position).all() or by_position.mean() <= 0:
+        return np.ones(SEASON)
+    return by_position / by_position.mean()
+
+
+def season_factors(x: np.ndarray, years: int) -> np.ndarray:
+    """Each step's seasonal index for ``x`` (its last HORIZON steps unseen: the indices come from before)."""
+    return np.resize(seasonal_indices(x[:-HORIZON], years), len(x))
+
+
+def write_csv(parts: dict[str, np.ndarray], path: Path, log1p: bool, deseason: int = 0) -> None:
     """The training parts as a long ``unique_id, ds, y`` CSV, monthly from a nominal 2000-01-01."""
     frames = [
         pd.DataFrame(
             {
                 "unique_id": sid,
                 "ds": pd.date_range("2000-01-01", periods=len(x), freq="MS"),
-                "y": np.log1p(x) if log1p else x,
+                "y": np.log1p(x) if log1p else x / season_factors(x, deseason) if deseason else x,
             }
         )
         for sid, x in parts.items()
@@ -67,19 +97,24 @@ def validation_mase(parts: dict[str, np.ndarray], forecasts: pd.Series) -> float
     return float(np.mean(scores))
 
 
-def read_forecasts(run: Path, log1p: bool) -> pd.Series:
+def read_forecasts(run: Path, log1p: bool, parts: dict[str, np.ndarray] | None = None, deseason: int = 0) -> pd.Series:
     """A run's forecasts of the window, indexed by (unique_id, h), in the series' own units."""
     table = pd.read_csv(next((run / "pred").glob("lightning_logs/version_*/predictions.csv")), dtype={"unique_id": str})
     table = table[table["split"] == "test"]
     values = np.expm1(table["y_hat"].to_numpy()) if log1p else table["y_hat"].to_numpy()
+    if deseason and parts is not None:  # back into the seasonal units: each target step's index
+        factors = {sid: season_factors(x, deseason)[-HORIZON:] for sid, x in parts.items()}
+        values = values * np.array([factors[sid][h - 1] for sid, h in zip(table["unique_id"], table["h"], strict=True)])
     return pd.Series(values, index=pd.MultiIndex.from_arrays([table["unique_id"], table["h"]]))
 
 
 def run_one(args: argparse.Namespace, parts: dict[str, np.ndarray]) -> dict[str, object]:
     """Fit and predict one try; its validation MASE."""
-    csv = args.root / ("train_log1p.csv" if args.log1p else "train.csv")
+    csv = args.root / (
+        "train_log1p.csv" if args.log1p else f"train_deseason{args.deseason}.csv" if args.deseason else "train.csv"
+    )
     if not csv.exists():
-        write_csv(parts, csv, args.log1p)
+        write_csv(parts, csv, args.log1p, args.deseason)
     run = args.root / args.name
     if run.exists():
         sys.exit(f"{run} exists: choose another --name")
@@ -99,8 +134,9 @@ def run_one(args: argparse.Namespace, parts: dict[str, np.ndarray]) -> dict[str,
         "name": args.name,
         "seed": args.seed,
         "log1p": args.log1p,
+        "deseason": args.deseason,
         "extra": args.extra,
-        "val_mase": round(validation_mase(parts, read_forecasts(run, args.log1p)), 4),
+        "val_mase": round(validation_mase(parts, read_forecasts(run, args.log1p, parts, args.deseason)), 4),
         "seconds": round(time.perf_counter() - start),
     }
     (run / "result.json").write_text(json.dumps(result) + "\n")
@@ -114,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", help="the try's folder under --root")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--log1p", action="store_true", help="learn log1p(y); score expm1 of the forecasts")
+    parser.add_argument(
+        "--deseason", type=int, default=0, help="learn y over seasonal indices from the last N years (0: off)"
+    )
     parser.add_argument("--root", type=Path, default=Path("tourism_validation"))
     parser.add_argument("--ensemble", nargs="+", help="score the mean and median of these tries' forecasts")
     parser.add_argument("extra", nargs="*", help="CLI arguments after --, e.g. -- --data.input_length 72")
@@ -121,7 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     parts = training_parts()
     if args.ensemble:
         runs = [args.root / name for name in args.ensemble]
-        forecasts = [read_forecasts(run, json.loads((run / "result.json").read_text())["log1p"]) for run in runs]
+        results = [json.loads((run / "result.json").read_text()) for run in runs]
+        forecasts = [
+            read_forecasts(run, r["log1p"], parts, r.get("deseason", 0)) for run, r in zip(runs, results, strict=True)
+        ]
         joined = pd.concat(forecasts, axis=1)
         for name, one in zip(args.ensemble, forecasts, strict=True):
             print(f"{name}: {validation_mase(parts, one):.4f}")
