@@ -1,4 +1,4 @@
-"""Tourism monthly on the validation window only: the tries V-AU of docs/panels.md, one run per call.
+"""Tourism monthly on the validation window only: the tries V-AS of docs/panels.md, one run per call.
 
 The shipped config (``configs/tourism_monthly.yaml``, validation off, 8 epochs, ``last.ckpt``) is fit on a
 long CSV of every series' competition *training* part, so its test split is each series' last 24 training

@@ -1,4 +1,4 @@
-"""The validation benchmark's seasonal indices (try AQ of docs/panels.md), against statsmodels' decomposition."""
+"""The validation benchmark's seasonal indices (try AO of docs/panels.md), against statsmodels' decomposition."""
 
 from __future__ import annotations
 
