@@ -404,6 +404,48 @@ def test_a_failed_worker_ends_the_run_in_one_line(
     assert (run_dir(tmp_path / "runs") / "fold_00" / "predictions.csv").is_file()  # the finished fold stays
 
 
+def test_resume_after_a_stop_gives_the_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run stopped in its third fold, resumed: the bytes of one run; folds 0 and 1 are read back, not refit."""
+    import rnn_lightning.backtest.run as backtest
+
+    fit_fold = backtest._fit_fold
+    fitted: list[int] = []
+    stop: set[int] = set()
+
+    def fit_or_stop(run, fold, *args):  # noqa: ANN001, ANN002, ANN202
+        if fold.index in stop:
+            raise RuntimeError(f"killed in fold {fold.index}")
+        fitted.append(fold.index)
+        return fit_fold(run, fold, *args)
+
+    monkeypatch.setattr(backtest, "_fit_fold", fit_or_stop)
+    csv = write_price_csv(tmp_path / "prices.csv", rows=80)
+    common = dict(folds=3, test_size=5)
+    run_cli(*backtest_args(csv, tmp_path / "one", **common))
+    stop.add(2)
+    with pytest.raises(RuntimeError, match="killed in fold 2"):  # in this process: the default would fork
+        run_cli(*backtest_args(csv, tmp_path / "two", "--backtest.workers", 1, **common))
+    stopped = run_dir(tmp_path / "two")
+    assert sorted(p.name for p in stopped.glob("fold_*")) == ["fold_00", "fold_01"]
+    stop.clear()
+    fitted.clear()
+    capsys.readouterr()
+    run_cli(*backtest_args(csv, tmp_path / "two", "--backtest.workers", 1, "--backtest.resume", stopped, **common))
+    assert fitted == [2] and run_dir(tmp_path / "two") == stopped
+    assert f"backtest: resuming {stopped}: 2 of 3 folds read back, 1 left to train (fold 2)" in capsys.readouterr().out
+    one = run_dir(tmp_path / "one")
+    for name in ("backtest.csv", "folds.csv", "summary.json"):
+        assert (one / name).read_bytes() == (stopped / name).read_bytes(), name
+    with pytest.raises(SystemExit) as exit_info:  # other settings: refused, in one line
+        run_cli(*backtest_args(csv, tmp_path / "two", "--backtest.resume", stopped, folds=3, test_size=4))
+    assert exit_info.value.code == 2
+    assert re.search(
+        r"error: backtest.resume: .* was made by another config, data or backtest settings", capsys.readouterr().err
+    )
+
+
 def test_workers_only_on_the_cpu() -> None:
     from types import SimpleNamespace
 
@@ -485,6 +527,8 @@ def test_nikkei_file(tmp_path: Path) -> None:
         (dict(workers=0), r"backtest.workers must be a positive integer"),
         (dict(refit="warm", workers=2), r"backtest.workers > 1 needs backtest.refit scratch"),
         (dict(confidence=1.5), r"confidence must lie in \(0, 1\)"),
+        (dict(resume="runs", merge=["a"]), r"backtest.resume and backtest.merge exclude each other"),
+        (dict(resume="runs", refit="warm"), r"backtest.resume needs backtest.refit scratch"),
     ],
 )
 def test_bad_settings_without_data(settings: dict, message: str) -> None:

@@ -245,3 +245,102 @@ def test_tune_on_a_panel_scores_by_the_backtest_and_judges_on_per_date_losses(pa
     assert summary["holdout_days"] == H and summary["holdout_mase_ratio"] > 0
     best = summary["best_trial"]
     assert summary["best_score"] == pytest.approx(losses[f"trial_{best}"].mean() / losses["snaive"].mean(), rel=1e-6)
+
+
+# --- --backtest.resume: a stopped backtest continues in its folder ---------------------------------------------
+
+
+def test_resume_after_a_stop_gives_the_uninterrupted_run(
+    panel_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3 folds in one run; 3 folds stopped after fold 2's fit, then resumed (the CSV moved): the same outputs, byte
+    for byte, and folds 0 and 1 read back, not trained again; the stopped fold's folder starts again."""
+    import rnn_lightning.backtest.panel_run as panel_run
+
+    fit = panel_run.runs.fit
+    fitted: list[str] = []  # the fold folders of the fits run
+    stop: set[str] = set()  # the folds whose process is "killed" right after their fit
+
+    def fit_then_stop(run, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        fit(run, *args, **kwargs)
+        fitted.append(run.trainer.logger.version)
+        if run.trainer.logger.version in stop:  # before the fold's files: its logs and checkpoints stay
+            raise RuntimeError("killed after fold 2's fit")
+
+    monkeypatch.setattr(panel_run.runs, "fit", fit_then_stop)
+    run_cli(*panel_args("backtest", panel_csv, tmp_path / "one", "--backtest.folds", 3))
+    one = only_version_dir(tmp_path / "one")
+    stop.add("fold_02")
+    with pytest.raises(RuntimeError, match="killed"):
+        run_cli(*panel_args("backtest", panel_csv, tmp_path / "two", "--backtest.folds", 3))
+    two = only_version_dir(tmp_path / "two")
+    assert (two / "fold_02" / "checkpoints").is_dir() and not (two / "fold_02" / "panel_fold.json").exists()
+    assert not (two / "summary.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in sorted(two.glob("fold_0[01]/*")) if p.is_file()}
+    assert len(finished) >= 4  # predictions.csv and panel_fold.json of folds 0 and 1, and their event files
+    assert fitted == ["fold_00", "fold_01", "fold_02"] * 2
+    (two / "fold_02" / "panel_fold.json").write_text('{"fold": 2, "cut"')  # torn (never so when written atomically)
+    stop.clear()
+    fitted.clear()
+    moved = tmp_path / "moved.csv"
+    moved.write_bytes(panel_csv.read_bytes())  # where the data is read from is not signed, its values are
+    capsys.readouterr()
+    run_cli(*panel_args("backtest", moved, tmp_path / "two", "--backtest.folds", 3, "--backtest.resume", two))
+    assert fitted == ["fold_02"]
+    assert f"backtest: resuming {two}: 2 of 3 folds read back, 1 left to train (fold 2)" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    assert only_version_dir(tmp_path / "two") == two  # no new run folder
+    for name in ("backtest.csv", "folds.csv", "series.csv", "date_losses.csv", "summary.json"):
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+    for k in range(3):
+        assert (two / f"fold_0{k}" / "predictions.csv").read_bytes() == (
+            one / f"fold_0{k}" / "predictions.csv"
+        ).read_bytes()
+    assert sorted(p.name for p in (two / "fold_02" / "checkpoints").iterdir()) == sorted(
+        p.name for p in (one / "fold_02" / "checkpoints").iterdir()
+    )  # the stopped fit's checkpoints went with its folder
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("rnn-lightning: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("change", ["hidden_size", "data"])
+def test_resume_refuses_a_folder_of_another_config_or_data(
+    change: str, backtested: Path, panel_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv, extra = panel_csv, ["--model.hidden_size", 4]
+    if change == "data":
+        csv, extra = tmp_path / "other.csv", []
+        make_panel(seed=1).to_csv(csv, index=False)
+    before = {p: p.stat().st_mtime_ns for p in backtested.rglob("*")}
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*panel_args("backtest", csv, root, "--backtest.folds", K, "--backtest.resume", backtested, *extra))
+    assert exit_info.value.code == 2
+    assert re.search(
+        rf"backtest.resume: {re.escape(str(backtested))} was made by another config, data or backtest "
+        r"settings \(fold_00/panel_fold.json is signed \w+, this command \w+\)",
+        error_line(capsys),
+    )
+    assert {p: p.stat().st_mtime_ns for p in backtested.rglob("*")} == before
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("where", ["missing", "empty"])
+def test_resume_refuses_a_folder_of_no_panel_backtest(
+    where: str, panel_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / where
+    if where == "empty":
+        (folder / "fold_00").mkdir(parents=True)  # a run stopped in its first fold: nothing to read back
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*panel_args("backtest", panel_csv, root, "--backtest.folds", K, "--backtest.resume", folder))
+    assert exit_info.value.code == 2
+    message = "is not a folder" if where == "missing" else "holds no finished panel backtest fold"
+    assert f"backtest.resume: {folder} {message}" in error_line(capsys)
+    assert not root.exists() and (where == "missing") != folder.exists()

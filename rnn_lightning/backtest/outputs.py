@@ -2,12 +2,15 @@
 
 ``fold_KK/predictions.csv`` and ``fold_KK/fold.json`` per fold; ``backtest.csv``, ``folds.csv``,
 ``summary.json``, TensorBoard scalars and ``backtest_cumulative_se.png`` for the run. ``--backtest.merge``
-rebuilds the run's files from the fold folders of several shard runs.
+rebuilds the run's files from the fold folders of several shard runs; ``--backtest.resume`` reads the
+finished folds of a stopped run back (:func:`resumed_folds`) and trains the rest into its folder.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from rnn_lightning.backtest.stats import summarise
+from rnn_lightning.checkpointing import write_atomically
 from rnn_lightning.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -27,6 +31,66 @@ FOLD_ROWS = "predictions.csv"  # per fold folder: the fold's test days
 def fold_dir_name(index: int) -> str:
     """The fold's folder inside the run folder, e.g. ``fold_03``."""
     return f"fold_{index:02d}"
+
+
+def write_fold_file(path: Path, text: str) -> None:
+    """A fold file written atomically (a hidden temporary file renamed into place): a kill leaves none or all.
+
+    A fold writes its rows first and its JSON file last, so a fold folder holding both is a finished fold.
+    """
+    write_atomically(path, lambda handle: handle.write(text.encode()))
+
+
+def resumed_folds(run_dir: Path, fold_file: str, signature: str, what: str) -> dict[int, tuple[Path, dict[str, Any]]]:
+    """The finished folds of the run folder ``--backtest.resume`` continues, by index, with their fold files.
+
+    A fold is finished when its folder holds ``predictions.csv`` and ``fold_file`` (``fold.json`` or
+    ``panel_fold.json``, written last). Every fold file must carry this run's ``signature`` (config, data and
+    settings), else the folder is refused in one line; so is a path that is no folder or holds no finished
+    fold of ``what`` (``price backtest``, ``panel backtest``).
+    """
+    if not run_dir.is_dir():
+        raise UserInputError(f"backtest.resume: {run_dir} is not a folder")
+    found: dict[int, tuple[Path, dict[str, Any]]] = {}
+    for path in sorted(run_dir.glob(f"fold_*/{fold_file}")):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):  # not this project's (fold files are written atomically): not finished
+            continue
+        name = path.relative_to(run_dir)
+        if not isinstance(meta, dict) or "signature" not in meta:
+            raise UserInputError(
+                f"backtest.resume: {run_dir / name} has no signature (an older rnn-lightning's); start the backtest "
+                "again without --backtest.resume"
+            )
+        if meta["signature"] != signature:
+            raise UserInputError(
+                f"backtest.resume: {run_dir} was made by another config, data or backtest settings ({name} is signed "
+                f"{meta['signature']}, this command {signature}); resume it with the options that started it"
+            )
+        index = meta.get("fold")
+        if isinstance(index, int) and path.parent.name == fold_dir_name(index) and (path.parent / FOLD_ROWS).is_file():
+            found[index] = (path.parent, meta)
+    if not found:
+        raise UserInputError(
+            f"backtest.resume: {run_dir} holds no finished {what} fold (fold_*/{FOLD_ROWS} and {fold_file}); "
+            "start the backtest without --backtest.resume"
+        )
+    return found
+
+
+def clear_unfinished(run_dir: Path, indices: Iterable[int]) -> None:
+    """Remove the folders the folds ``indices`` left unfinished (a stopped fit's logs and checkpoints)."""
+    for index in indices:
+        fold_dir = run_dir / fold_dir_name(index)
+        if fold_dir.is_dir():
+            shutil.rmtree(fold_dir)
+
+
+def resume_line(run_dir: Path, done: int, total: int, todo: list[int]) -> str:
+    """What ``--backtest.resume`` found: the folds read back and the folds left to train."""
+    which = f" (fold {', '.join(map(str, todo))})" if todo else ""
+    return f"backtest: resuming {run_dir}: {done} of {total} folds read back, {len(todo)} left to train{which}"
 
 
 def read_fold_dirs(run_dirs: list[Path]) -> list[tuple[Path, dict[str, Any]]]:

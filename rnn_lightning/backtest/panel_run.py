@@ -11,6 +11,11 @@ data's kind names this plan (``backtest_plan = "rolling_origins"``, :data:`rnn_l
 3. The run folder gets ``backtest.csv`` (every test point), ``folds.csv``, ``series.csv``,
    ``date_losses.csv`` (one loss per forecast date) and ``summary.json``
    (:mod:`rnn_lightning.backtest.panel_stats`), and TensorBoard scalars.
+
+``--backtest.resume DIR`` continues a stopped run in its folder: the folds whose ``predictions.csv`` and
+``panel_fold.json`` (written atomically, the JSON last) are there and signed by this run's config, data
+and settings (:func:`panel_signature`) are read back; the others are trained, each seeded by its index as
+in one run, so the outputs equal an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -26,13 +31,27 @@ import pandas as pd
 import torch
 
 from rnn_lightning import runs
-from rnn_lightning.backtest.outputs import FOLD_ROWS, fold_dir_name
+from rnn_lightning.backtest.outputs import (
+    FOLD_ROWS,
+    clear_unfinished,
+    fold_dir_name,
+    resume_line,
+    resumed_folds,
+    write_fold_file,
+)
 from rnn_lightning.backtest.panel_plan import PanelFold, plan_panel_folds
 from rnn_lightning.backtest.panel_stats import date_losses, fold_metrics, panel_summary, pooled_metrics, series_metrics
 from rnn_lightning.backtest.plan import BacktestSettings
 
 PANEL_FOLD_FILE = "panel_fold.json"  # per fold folder: its cut, test dates and metrics (not a price fold.json)
 COLUMNS = ("unique_id", "ds", "fold", "h", "actual", "predicted", "snaive", "naive", "mase_scale")
+# Config keys left out of a panel backtest's signature: the price backtest's, and where and how the panel is
+# read (its values, ids and dates are signed themselves).
+SOURCE_KEYS = ("data.init_args.source", "data.init_args.cache", "data.init_args.cache_dir")
+# pandas 2 parses a float exactly back only with "round_trip"; pandas 3 always does, and deprecates the argument.
+EXACT_FLOATS: dict[str, Any] = {"float_precision": "round_trip"} if pd.__version__.split(".")[0] == "2" else {}
+# Settings left out of ``summary.json``: how the folds were spread over processes, and the resumed folder.
+UNLISTED_SETTINGS = ("shard", "merge", "workers", "resume")
 
 
 def real_calendar(data: Any) -> bool:
@@ -70,6 +89,37 @@ def fold_rows(model: Any, view: Any, fold: PanelFold) -> pd.DataFrame:
     )
 
 
+def panel_signature(config: runs.RunConfig, settings: BacktestSettings, data: Any) -> str:
+    """A panel backtest's signature: the config, the fold count, horizon and ``shipped_test``, and the panel.
+
+    The config less :data:`~rnn_lightning.backtest.run.UNSIGNED_KEYS` and :data:`SOURCE_KEYS`; of the
+    settings only those a panel's folds read (the others are the price backtest's); the panel's values,
+    offsets, covariates, shipped test part, dates and ids: the read arrays' bytes, not the file (moved or
+    re-cached data signs the same).
+    """
+    from rnn_lightning.backtest.run import UNSIGNED_KEYS, config_signature  # run.py imports this module
+
+    panel = data.panel
+    arrays = (panel.values, panel.offsets, panel.past, panel.static, panel.test_values, panel.test_offsets)
+    dates = (panel.starts, panel.timestamps)
+    chunks = [np.ascontiguousarray(a).tobytes() for a in (*arrays, *dates) if a is not None]
+    chunks.append("\n".join(map(str, panel.ids)).encode() + f"\n{panel.freq}".encode())
+    folds = BacktestSettings(folds=settings.folds, shipped_test=bool(settings.shipped_test))
+    return config_signature(config, folds, chunks, unsigned=(*UNSIGNED_KEYS, *SOURCE_KEYS), horizon=data.horizon)
+
+
+def read_fold_rows(path: Path) -> pd.DataFrame:
+    """A fold's ``predictions.csv`` as :func:`fold_rows` made it: ids and dates as text, every float exact."""
+    numbers = [name for name in COLUMNS if name not in ("unique_id", "ds")]
+    return pd.read_csv(
+        path,
+        dtype={"unique_id": str, "ds": str},
+        keep_default_na=False,  # an id such as "NA" stays text
+        na_values={name: [""] for name in numbers},
+        **EXACT_FLOATS,
+    )
+
+
 def fit_fold(config: runs.RunConfig, fold: PanelFold, run_dir: Path, **trainer_overrides: Any) -> pd.DataFrame:
     """Fit one fold with a fresh run from the factory on its view; its best model's test rows."""
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -101,9 +151,18 @@ def panel_fold_results(
 
 
 def run_panel_backtest(config: runs.RunConfig, settings: BacktestSettings, data: Any) -> dict[str, Any]:
-    """``rnn-lightning backtest`` on a panel: every fold, then the run folder's files; returns the summary."""
+    """``rnn-lightning backtest`` on a panel: every fold, then the run folder's files; returns the summary.
+
+    With ``settings.resume`` the run continues in that folder: its finished folds are read back (checked
+    against this run's signature before anything is written), the others trained into it.
+    """
     folds = plan_panel_folds(data, settings)  # every check, before the run folder exists
-    run_dir = runs.new_run_dir(config)
+    signature = panel_signature(config, settings, data)
+    run_dir = runs.new_run_dir(config) if settings.resume is None else Path(settings.resume)
+    done = {} if settings.resume is None else resumed_folds(run_dir, PANEL_FOLD_FILE, signature, "panel backtest")
+    todo = [fold for fold in folds if fold.index not in done]
+    if done:  # the folders of the folds a stopped run left unfinished start again from nothing
+        clear_unfinished(run_dir, [fold.index for fold in todo])
     run_dir.mkdir(parents=True, exist_ok=True)
     H = data.horizon
     print(
@@ -112,22 +171,27 @@ def run_panel_backtest(config: runs.RunConfig, settings: BacktestSettings, data:
         f"into {run_dir}",
         flush=True,
     )
-    parts = []
+    if settings.resume is not None:
+        print(resume_line(run_dir, len(done), len(folds), [fold.index for fold in todo]), flush=True)
+    parts = {index: read_fold_rows(fold_dir / FOLD_ROWS) for index, (fold_dir, _) in done.items()}
     with runs.quiet_lightning():
-        for fold, rows in panel_fold_results(config, folds, run_dir):
+        for fold, rows in panel_fold_results(config, todo, run_dir):
             fold_dir = run_dir / fold_dir_name(fold.index)
             fold_dir.mkdir(parents=True, exist_ok=True)
-            rows.to_csv(fold_dir / FOLD_ROWS, index=False)
+            write_fold_file(fold_dir / FOLD_ROWS, rows.to_csv(index=False))
             metrics = pooled_metrics(rows)
             meta = {"fold": fold.index, "cut": fold.cut, "test_start": rows["ds"].min(), "test_end": rows["ds"].max()}
-            (fold_dir / PANEL_FOLD_FILE).write_text(json.dumps(meta | metrics, indent=2) + "\n")
+            # Written last: a fold folder with this file is a finished fold (--backtest.resume reads it back).
+            write_fold_file(
+                fold_dir / PANEL_FOLD_FILE, json.dumps(meta | metrics | {"signature": signature}, indent=2) + "\n"
+            )
             print(
                 f"backtest: fold {fold.index} ({meta['test_start']}..{meta['test_end']}): MASE {metrics['mase']:.4f}, "
                 f"seasonal naive {metrics['snaive_mase']:.4f}, ratio {metrics['mase_ratio']:.4f}",
                 flush=True,
             )
-            parts.append(rows)
-    table = pd.concat(parts, ignore_index=True)
+            parts[fold.index] = rows
+    table = pd.concat([parts[index] for index in sorted(parts)], ignore_index=True)
     summary = write_panel_outputs(run_dir, table, H, real_calendar(data), settings)
     print(
         f"backtest: {summary['folds']} folds, {summary['series']} series, {summary['points']} test points; "
@@ -156,7 +220,7 @@ def write_panel_outputs(
     date_losses(table, calendar).to_csv(run_dir / "date_losses.csv", index=False, float_format="%.10g")
     summary = panel_summary(table, horizon, calendar)
     summary["horizon"] = horizon
-    summary["settings"] = {k: v for k, v in asdict(settings).items() if k not in ("shard", "merge", "workers")}
+    summary["settings"] = {k: v for k, v in asdict(settings).items() if k not in UNLISTED_SETTINGS}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
     _write_scalars(run_dir, summary, per_fold)
     return summary

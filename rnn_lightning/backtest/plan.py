@@ -53,6 +53,11 @@ class BacktestSettings:
         shipped_test: Panels whose data set ships a test part (Tourism): walk the origins through it too
             (its horizon is then the last fold's test). False (the default) backtests each series' training
             part only, leaving the competition's test part untouched. Not read by the price backtest.
+        resume: The run folder (``lightning_logs/version_N``) of a backtest that was stopped, to continue in
+            place: its finished folds (``fold_KK/`` holding ``predictions.csv`` and the fold's JSON file, signed
+            by the same config, data and settings) are read back, not trained again; the others are trained
+            into it, then the run's outputs are written as a full run writes them, equal to an uninterrupted
+            run's. A folder of another config, data or settings is a one-line error. Needs ``refit scratch``.
     """
 
     test_size: int = 20
@@ -68,6 +73,7 @@ class BacktestSettings:
     block_length: int | None = None
     workers: int | None = None
     shipped_test: bool = False
+    resume: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,13 @@ def check_settings(settings: BacktestSettings) -> None:
         )
     if shard is not None and settings.merge:
         raise UserInputError("backtest.shard and backtest.merge exclude each other: merge the shards afterwards")
+    if settings.resume is not None and settings.merge:
+        raise UserInputError("backtest.resume and backtest.merge exclude each other: resume each shard, then merge")
+    if settings.resume is not None and settings.refit == "warm":
+        raise UserInputError(
+            "backtest.resume needs backtest.refit scratch: with warm each fold starts from the previous one's "
+            "weights, which a run folder does not keep"
+        )
     if not 0.0 < settings.confidence < 1.0:
         raise UserInputError(f"backtest.confidence must lie in (0, 1), got {settings.confidence}")
     if isinstance(settings.bootstrap, bool) or not isinstance(settings.bootstrap, int) or settings.bootstrap < 0:

@@ -11,7 +11,9 @@ How a run goes (:func:`run_backtest`):
    With several workers (``refit scratch``, CPU), forked processes run steps 2-3 for every N-th fold each
    (:func:`_run_workers`); the folds are seeded by their index, so the outputs do not change.
 4. :func:`~rnn_lightning.backtest.outputs.write_outputs` joins every fold's rows into the run folder's
-   files. ``--backtest.merge`` runs only this step over the fold folders of several shard runs.
+   files. ``--backtest.merge`` runs only this step over the fold folders of several shard runs;
+   ``--backtest.resume DIR`` runs steps 2-3 for the folds a stopped run left unfinished in ``DIR`` (its
+   finished ones are read back, their ``fold.json`` signed by this run's config, data and settings), then 4.
 """
 
 from __future__ import annotations
@@ -32,9 +34,13 @@ from rnn_lightning.backtest.outputs import (
     FOLD_FILE,
     FOLD_ROWS,
     check_merge,
+    clear_unfinished,
     fold_dir_name,
     read_fold_dirs,
+    resume_line,
+    resumed_folds,
     summary_lines,
+    write_fold_file,
     write_outputs,
 )
 from rnn_lightning.backtest.panel_run import run_panel_backtest
@@ -72,8 +78,8 @@ UNSIGNED_KEYS = (
     "predictions",
     "data.init_args.csv_path",
 )
-# Settings that say how the folds were spread over processes, not what they compute.
-UNSIGNED_SETTINGS = ("shard", "merge", "workers")
+# Settings that say how the folds were spread over processes or runs, not what they compute.
+UNSIGNED_SETTINGS = ("shard", "merge", "workers", "resume")
 
 
 def config_signature(
@@ -222,10 +228,10 @@ def _backtest_fold(
     rows, best = _fit_fold(run, fold, warm_state)
     fold_dir = run.run_dir / fold_dir_name(fold.index)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(fold_dir / FOLD_ROWS, index=False)  # full precision: merge rebuilds the outputs from it
+    write_fold_file(fold_dir / FOLD_ROWS, rows.to_csv(index=False))  # full precision: merge rebuilds the outputs
     metrics = fold_metrics(rows)
     dates = fold_dates(run.source, fold)
-    settings = {k: v for k, v in asdict(run.settings).items() if k != "workers"}
+    settings = {k: v for k, v in asdict(run.settings).items() if k not in ("workers", "resume")}
     meta: dict[str, Any] = {
         "fold": fold.index,
         "windows": asdict(fold),
@@ -236,7 +242,7 @@ def _backtest_fold(
         "settings": settings | {"shard": None, "merge": None},
         "signature": run.signature,
     }
-    (fold_dir / FOLD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_fold_file(fold_dir / FOLD_FILE, json.dumps(meta, indent=2) + "\n")  # last: the fold is finished
     print(
         f"backtest: fold {fold.index} ({dates['test_start']}..{dates['test_end']}): "
         f"RMSE {metrics['rmse']:,.3f}, naive {metrics['naive_rmse']:,.3f}, "
@@ -325,15 +331,27 @@ def _walk_forward(config: runs.RunConfig, settings: BacktestSettings, datamodule
         )
     folds = folds_for(datamodule, settings)
     mine = shard_folds(folds, parse_shard(settings.shard, settings.folds))
-    workers = resolve_workers(settings, runs.placement(config), len(mine))
-    run_dir = runs.new_run_dir(config)  # lightning_logs/version_N: created only now, after every check
+    signed = signature(config, datamodule, settings)
+    # lightning_logs/version_N, created only after every check; or the stopped run's folder, its folds checked
+    run_dir = runs.new_run_dir(config) if settings.resume is None else Path(settings.resume)
+    done = {} if settings.resume is None else resumed_folds(run_dir, FOLD_FILE, signed, "price backtest")
+    todo = [fold for fold in mine if fold.index not in done]
+    workers = resolve_workers(settings, runs.placement(config), len(todo))
+    if done:  # the folders of the folds a stopped run left unfinished start again from nothing
+        clear_unfinished(run_dir, [fold.index for fold in todo])
     run_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"backtest: {len(mine)} of {len(folds)} folds of {settings.test_size} test days, {settings.window} "
         f"window, refit {settings.refit}, into {run_dir}" + (f", {workers} at a time" if workers > 1 else "")
     )
-    run = BacktestRun(config, datamodule, run_dir, settings, signature(config, datamodule, settings))
-    fold_dirs, metas = _run_workers(run, mine, workers) if workers > 1 else _run_folds(run, mine)
+    if settings.resume is not None:
+        print(resume_line(run_dir, len(mine) - len(todo), len(mine), [fold.index for fold in todo]), flush=True)
+    run = BacktestRun(config, datamodule, run_dir, settings, signed)
+    fold_dirs, metas = _run_workers(run, todo, workers) if workers > 1 else _run_folds(run, todo)
+    if done:
+        read = [done[fold.index] for fold in mine if fold.index in done]
+        found = sorted([*read, *zip(fold_dirs, metas, strict=True)], key=lambda item: item[1]["fold"])
+        fold_dirs, metas = [d for d, _ in found], [m for _, m in found]
     if settings.shard is not None:
         print(f"backtest: shard {settings.shard} done; join the shards with --backtest.merge '[DIR, ...]'")
         return {"folds": len(mine), "run_dir": str(run_dir)}

@@ -56,6 +56,11 @@ def prepare(
     """
     check_settings(settings)
     check_backtest_settings(backtest)
+    if backtest.resume is not None:
+        raise UserInputError(
+            "backtest.resume is for `rnn-lightning backtest`; a search continues its study when the same tune "
+            "command runs again"
+        )
     check_tune_workers(config, settings)
     space = SearchSpace.read(str(settings.space))
     space.check(config)
