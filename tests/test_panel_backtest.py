@@ -195,20 +195,42 @@ def test_no_test_point_reaches_a_folds_training_windows_or_scaling(panel_csv: Pa
             assert scale[i] == pytest.approx(fit_rows.std(ddof=0), rel=1e-4)
 
 
-def test_more_folds_than_the_shortest_series_allows_is_one_line(
+def test_more_folds_than_the_longest_series_allows_is_one_line(
     panel_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "runs"
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(*panel_args("backtest", panel_csv, root, "--backtest.folds", 6))
+        run_cli(*panel_args("backtest", panel_csv, root, "--backtest.folds", 7))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("rnn-lightning: error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert re.search(
-        r"backtest.folds 6 x horizon 6 leave series 'a' \(40 steps\) 0 training .* at most 3 folds", lines[0]
+        r"backtest.folds 7 x horizon 6 leave no series 13 training .* 'c' \(60 steps\), keeps 12 .* 6 folds", lines[0]
     )
     assert not (root / "lightning_logs").exists()
+
+
+def test_series_too_short_for_the_earliest_folds_sit_them_out(panel_csv: Path, tmp_path: Path) -> None:
+    """5 folds of 6 steps, validation on: fold j leaves each series 36 - 6 j steps fewer than its length for
+    training, so 'b' (48 steps) joins from fold 1 and 'a' (40) from fold 2; 'c' (60) is in every fold."""
+    root = tmp_path / "runs"
+    with pytest.warns(
+        UserWarning, match=r"2 of 3 series are too short for the earliest folds .* 'a' \(40 steps\), 'b'"
+    ):
+        run_cli(*panel_args("backtest", panel_csv, root, "--backtest.folds", 5))
+    run = only_version_dir(root)
+    table = pd.read_csv(run / "backtest.csv")
+    members = table.groupby("fold")["unique_id"].unique().map(sorted).to_dict()
+    assert members == {0: ["c"], 1: ["b", "c"], 2: ["a", "b", "c"], 3: ["a", "b", "c"], 4: ["a", "b", "c"]}
+    panel = make_panel()
+    for (fold, uid), rows in table.groupby(["fold", "unique_id"]):
+        series = panel[panel["unique_id"] == uid].reset_index(drop=True)
+        origin = len(series) - (5 - fold) * H  # the fold's test block: the same H steps as with every series in
+        expected = series["y"].to_numpy()[origin : origin + H]
+        np.testing.assert_allclose(rows.sort_values("h")["actual"].to_numpy(), expected, rtol=1e-6)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["folds"] == 5 and summary["series"] == 3
 
 
 def test_tune_on_a_panel_scores_by_the_backtest_and_judges_on_per_date_losses(panel_csv: Path, tmp_path: Path) -> None:

@@ -177,6 +177,8 @@ class PanelScaling(Scaling):
         static: Tensor | None = None,
     ) -> None:
         """Install the per-series statistics a panel data module fitted on each series' training part."""
+        if tuple(loc.shape) != (self.n_series,):  # copy_ would broadcast one series' values over every row
+            raise ValueError(f"the scaling holds {self.n_series} series, the data fitted {tuple(loc.shape)}")
         self.loc.copy_(torch.as_tensor(loc, dtype=torch.float64))
         self.scale.copy_(torch.as_tensor(scale, dtype=torch.float64))
         if past_mean is not None and past_std is not None:

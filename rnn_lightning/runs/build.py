@@ -24,7 +24,7 @@ from rnn_lightning.callbacks import PredictionPlots, PredictionWriter
 from rnn_lightning.checkpointing import BestCheckpoint
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.models.module import RecurrentModel
-from rnn_lightning.runs.config import CALLBACK_GROUPS, RunConfig, run_parser
+from rnn_lightning.runs.config import CALLBACK_GROUPS, LINKED_SIZES, RunConfig, run_parser
 
 # --- building a run -------------------------------------------------------------------------------------
 
@@ -144,6 +144,8 @@ def build(
     _seed(config, seed_offset)
     init = instantiate(run_parser(), config.namespace)
     model: RecurrentModel = init.model
+    if datamodule is not None:
+        model = sized_for(model, datamodule, config, seed_offset)
     optimizer, scheduler = init.get("optimizer"), init.get("lr_scheduler")
     if optimizer:
         model.use_optimizer(_as_dict(optimizer), _as_dict(scheduler) if scheduler else None)
@@ -176,6 +178,20 @@ def build(
     speedups.pace_progress_bar(trainer, configured, enabled=bool(config.get("speedups", True)))
     data = datamodule if datamodule is not None else init.data
     return Run(config=config, model=model, datamodule=data, trainer=trainer, stage=stage)
+
+
+def sized_for(model: RecurrentModel, datamodule: Any, config: RunConfig, seed_offset: int = 0) -> RecurrentModel:
+    """``model``, or where ``datamodule``'s linked sizes differ from the config's data's, the model built for them.
+
+    A backtest fold of a panel that leaves out the series too short for it has fewer series than the
+    config's data (the per-series buffers and embedding follow); the model is then built again, from the
+    same seed, with every other argument as the config gave it.
+    """
+    sizes = {name: getattr(datamodule, name) for name in LINKED_SIZES}
+    if all(model.hparams.get(name) == value for name, value in sizes.items()):
+        return model
+    _seed(config, seed_offset)
+    return type(model)(**{**dict(model.hparams), **sizes})
 
 
 def build_model(config: RunConfig) -> tuple[RecurrentModel, LightningDataModule]:

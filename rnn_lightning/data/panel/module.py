@@ -368,12 +368,14 @@ class PanelDataModule(InMemoryDataModule):
 
     # --- a backtest's view: every series cut before its last steps ----------------------------------------
 
-    def cut_view(self, steps: int, shipped_test: bool = False) -> PanelDataModule:
+    def cut_view(self, steps: int, shipped_test: bool = False, series: np.ndarray | None = None) -> PanelDataModule:
         """A copy of this read data module whose every series ends ``steps`` steps earlier: a backtest fold.
 
         Each series' history (its training part; with ``shipped_test`` the shipped test part joined after
         it) less its last ``steps`` steps, split as this module splits a panel, so the copy's scaling never
-        sees a step cut off. The panel is not read again; this module is not changed.
+        sees a step cut off. ``series``: a boolean mask (n_series,) of the series to keep (None: every one);
+        a fold leaves out the series too short for it. The panel is not read again; this module is not
+        changed.
         """
         import copy
 
@@ -385,17 +387,19 @@ class PanelDataModule(InMemoryDataModule):
         joined = shipped_test and panel.test_values is not None
         lengths = panel.lengths + panel.test_lengths if joined else panel.lengths
         values = panel_layout(panel).values if joined else panel.values
-        keep = np.maximum(lengths - steps, 0)
-        rows = ragged_arange(keep) + np.repeat(np.cumsum(lengths) - lengths, keep)  # each series' first steps
+        chosen = np.arange(panel.n_series) if series is None else np.flatnonzero(series)
+        keep = np.maximum(lengths - steps, 0)[chosen]
+        first = (np.cumsum(lengths) - lengths)[chosen]
+        rows = ragged_arange(keep) + np.repeat(first, keep)  # each kept series' first steps
         cut = Panel(
-            ids=panel.ids,
+            ids=[panel.ids[i] for i in chosen] if series is not None else panel.ids,
             values=values[rows],
             offsets=np.concatenate([[0], np.cumsum(keep)]).astype(np.int64),
-            starts=panel.starts,
+            starts=panel.starts[chosen],
             freq=panel.freq,
             past=panel.past[rows] if panel.past is not None else None,
             past_names=panel.past_names,
-            static=panel.static,
+            static=panel.static[chosen] if panel.static is not None else None,
             static_names=panel.static_names,
             timestamps=panel.timestamps[rows] if panel.timestamps is not None else None,
             season_length=panel.season_length,
