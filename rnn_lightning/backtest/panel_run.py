@@ -42,6 +42,7 @@ from rnn_lightning.backtest.outputs import (
 from rnn_lightning.backtest.panel_plan import PanelFold, plan_panel_folds
 from rnn_lightning.backtest.panel_stats import date_losses, fold_metrics, panel_summary, pooled_metrics, series_metrics
 from rnn_lightning.backtest.plan import BacktestSettings
+from rnn_lightning.backtest.signing import UNSIGNED_KEYS, config_signature
 
 PANEL_FOLD_FILE = "panel_fold.json"  # per fold folder: its cut, test dates and metrics (not a price fold.json)
 COLUMNS = ("unique_id", "ds", "fold", "h", "actual", "predicted", "snaive", "naive", "mase_scale")
@@ -92,13 +93,11 @@ def fold_rows(model: Any, view: Any, fold: PanelFold) -> pd.DataFrame:
 def panel_signature(config: runs.RunConfig, settings: BacktestSettings, data: Any) -> str:
     """A panel backtest's signature: the config, the fold count, horizon and ``shipped_test``, and the panel.
 
-    The config less :data:`~rnn_lightning.backtest.run.UNSIGNED_KEYS` and :data:`SOURCE_KEYS`; of the
+    The config less :data:`~rnn_lightning.backtest.signing.UNSIGNED_KEYS` and :data:`SOURCE_KEYS`; of the
     settings only those a panel's folds read (the others are the price backtest's); the panel's values,
     offsets, covariates, shipped test part, dates and ids: the read arrays' bytes, not the file (moved or
     re-cached data signs the same).
     """
-    from rnn_lightning.backtest.run import UNSIGNED_KEYS, config_signature  # run.py imports this module
-
     panel = data.panel
     arrays = (panel.values, panel.offsets, panel.past, panel.static, panel.test_values, panel.test_offsets)
     dates = (panel.starts, panel.timestamps)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from rnn_lightning import runs
 from rnn_lightning.backtest import BacktestSettings
-from rnn_lightning.backtest.run import UNSIGNED_KEYS as BACKTEST_UNSIGNED_KEYS
-from rnn_lightning.backtest.run import config_signature
+from rnn_lightning.backtest.signing import UNSIGNED_KEYS as BACKTEST_UNSIGNED_KEYS
+from rnn_lightning.backtest.signing import config_signature
 from rnn_lightning.errors import UserInputError
 from rnn_lightning.tune.settings import TuneSettings
 from rnn_lightning.tune.space import SearchSpace
@@ -71,7 +71,7 @@ def study_signature(
 ) -> str:
     """A hash of everything that decides the trials' scores: config, space, folds, hold-out and data.
 
-    The backtest's signature (:func:`rnn_lightning.backtest.run.config_signature`) with the space and the
+    The backtest's signature (:func:`rnn_lightning.backtest.signing.config_signature`) with the space and the
     hold-out added, and :func:`data_digest` as the data.
     """
     return config_signature(
